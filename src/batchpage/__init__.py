@@ -1,0 +1,70 @@
+"""batchpage: one batch response for a page's many slow section calls.
+
+Sources run in parallel under timeouts, results sit in a layered cache with
+stale-while-revalidate, and one failing section never fails the page.
+"""
+
+from contextlib import suppress as _suppress
+
+from ._aggregator import Aggregator, AggregatorStats
+from ._breaker import BreakerPolicy, BreakerState, CircuitBreaker
+from ._cache import Cache
+from ._context import RequestContext
+from ._entry import Entry, Freshness
+from ._errors import (
+    AggregatorNotRunning,
+    BatchpageError,
+    ErrorCode,
+    SectionError,
+    UnknownSectionError,
+)
+from ._executor import Attempt, Executor, ExecutorStats
+from ._keys import KeyBuilder
+from ._memory import MemoryCache
+from ._policy import CachePolicy
+from ._result import CacheStatus, PageResult, SectionResult
+from ._scope import Scope
+from ._section import NO_FALLBACK, Section, Source
+from ._serializer import JsonSerializer, Serializer
+
+__all__ = [
+    "NO_FALLBACK",
+    "Aggregator",
+    "AggregatorNotRunning",
+    "AggregatorStats",
+    "Attempt",
+    "BatchpageError",
+    "BreakerPolicy",
+    "BreakerState",
+    "Cache",
+    "CachePolicy",
+    "CacheStatus",
+    "CircuitBreaker",
+    "Entry",
+    "ErrorCode",
+    "Executor",
+    "ExecutorStats",
+    "Freshness",
+    "JsonSerializer",
+    "KeyBuilder",
+    "MemoryCache",
+    "PageResult",
+    "RequestContext",
+    "Scope",
+    "Section",
+    "SectionError",
+    "SectionResult",
+    "Serializer",
+    "Source",
+    "UnknownSectionError",
+]
+
+__version__ = "0.1.0.dev0"
+
+# Reprs and docs say ``batchpage.X``, not ``batchpage._module.X``.
+for _name in __all__:
+    _obj = globals()[_name]
+    if getattr(_obj, "__module__", "").startswith("batchpage."):
+        with _suppress(AttributeError, TypeError):  # e.g. type aliases
+            _obj.__module__ = "batchpage"
+del _name, _obj

@@ -1,0 +1,511 @@
+"""The page: sections, an executor and a cache, assembled into one response."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import AsyncGenerator, Iterable, Sequence
+from types import TracebackType
+from typing import Self
+
+import anyio
+import anyio.abc
+import attrs
+
+from ._breaker import CircuitBreaker
+from ._cache import Cache
+from ._context import RequestContext
+from ._entry import Entry, Freshness
+from ._errors import AggregatorNotRunning, ErrorCode, SectionError, UnknownSectionError
+from ._executor import Attempt, Executor
+from ._keys import KeyBuilder, escape
+from ._memory import MemoryCache
+from ._result import NULL, CacheStatus, PageResult, SectionResult
+from ._scope import Scope
+from ._section import Section
+from ._serializer import JsonSerializer, Serializer
+from ._singleflight import SingleFlight
+from ._units import Seconds, positive_seconds
+
+logger = logging.getLogger("batchpage")
+
+_ANONYMOUS = RequestContext()
+
+
+@attrs.define
+class AggregatorStats:
+    """Counters of the aggregator's own work (the executor and caches count theirs)."""
+
+    pages: int = 0
+    refreshes: int = 0
+    refresh_failures: int = 0
+    refreshes_skipped: int = 0  #: another instance held the refresh lock
+    shared_fetches: int = 0  #: misses answered by another caller's fetch
+    serialization_errors: int = 0
+
+
+class _Fill:
+    """What filling a key gave: the payload to serve, or the error."""
+
+    __slots__ = ("attempt", "payload")
+
+    def __init__(self, payload: bytes | None, attempt: Attempt) -> None:
+        self.payload = payload
+        self.attempt = attempt
+
+
+class Aggregator:
+    """Fetches a page's sections in parallel, through the cache, as one result.
+
+    Use it as an async context manager: it owns the background tasks that
+    refresh stale entries, and they end with it::
+
+        async with Aggregator(sections, page="homepage") as agg:
+            page = await agg.fetch(RequestContext(user_id="42", params={"limit": 10}))
+
+    ``page_timeout`` (seconds) bounds the whole page: a section still running
+    then is cancelled and reported as ``TIMEOUT_ERROR``. ``cache`` defaults to
+    a :class:`MemoryCache` and is used only by sections with a ``CachePolicy``.
+    """
+
+    def __init__(
+        self,
+        sections: Iterable[Section],
+        *,
+        page: str = "page",
+        version: str = "v1",
+        key_prefix: str = "batchpage",
+        page_timeout: Seconds | None = None,
+        executor: Executor | None = None,
+        cache: Cache | None = None,
+        serializer: Serializer | None = None,
+    ) -> None:
+        self.sections: dict[str, Section] = {}
+        for section in sections:
+            if not isinstance(section, Section):
+                raise TypeError(f"sections must be Section objects, not {section!r}")
+            if section.name in self.sections:
+                raise ValueError(f"duplicate section name: {section.name!r}")
+            self.sections[section.name] = section
+        if not self.sections:
+            raise ValueError("an aggregator needs at least one section")
+        self.keys = KeyBuilder(prefix=key_prefix, page=page, version=version)
+        self.page_timeout = (
+            None if page_timeout is None else positive_seconds(page_timeout, name="page_timeout")
+        )
+        self.executor = executor if executor is not None else Executor()
+        self.cache: Cache = cache if cache is not None else MemoryCache()
+        self.serializer: Serializer = serializer if serializer is not None else JsonSerializer()
+        self.stats = AggregatorStats()
+        self._breakers = {
+            s.name: CircuitBreaker(s.breaker, anyio.current_time)
+            for s in self.sections.values()
+            if s.breaker is not None
+        }
+        self._required = frozenset(s.name for s in self.sections.values() if s.required)
+        self._flights: SingleFlight[str, _Fill] = SingleFlight()
+        self._refreshing: set[str] = set()
+        self._plans: dict[tuple[str, ...] | None, tuple[Section, ...]] = {}
+        self._tg: anyio.abc.TaskGroup | None = None
+
+    @property
+    def version(self) -> str:
+        return self.keys.version
+
+    # -- lifetime ---------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        if self._tg is not None:
+            raise RuntimeError("this aggregator is already running")
+        await self.cache.__aenter__()
+        tg = anyio.create_task_group()
+        try:
+            await tg.__aenter__()
+        except BaseException:
+            await self.cache.__aexit__(None, None, None)
+            raise
+        self._tg = tg
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        tg, self._tg = self._tg, None
+        assert tg is not None
+        try:
+            # Background refreshes are an optimisation: shutting down must not
+            # wait for a slow source.
+            tg.cancel_scope.cancel()
+            await tg.__aexit__(exc_type, exc, tb)
+        finally:
+            await self.cache.__aexit__(exc_type, exc, tb)
+
+    def _task_group(self) -> anyio.abc.TaskGroup:
+        if self._tg is None:
+            raise AggregatorNotRunning(
+                "the aggregator is not running: use 'async with Aggregator(...) as agg'"
+            )
+        return self._tg
+
+    # -- planning ---------------------------------------------------------
+
+    def plan(self, names: Sequence[str] | None = None) -> tuple[Section, ...]:
+        """The sections a request asks for, in the page's order; checks the names."""
+        key = None if names is None else tuple(names)
+        plan = self._plans.get(key)
+        if plan is not None:
+            return plan
+        if key is None:
+            plan = tuple(self.sections.values())
+        else:
+            unknown = [n for n in key if n not in self.sections]
+            if unknown:
+                raise UnknownSectionError(unknown)
+            wanted = set(key)
+            plan = tuple(s for s in self.sections.values() if s.name in wanted)
+        if len(self._plans) < 256:  # distinct requested subsets are few; bound anyway
+            self._plans[key] = plan
+        return plan
+
+    def scope_part(self, section: Section, ctx: RequestContext) -> str:
+        scope = section.scope
+        if scope is Scope.GLOBAL:
+            return "g"
+        if scope is Scope.USER:
+            return self.keys.user_part(ctx.user_id)
+        assert callable(scope)
+        return "c" + escape(str(scope(ctx)))
+
+    def key_for(self, section: Section, ctx: RequestContext) -> str:
+        """The cache key of ``section`` for this request."""
+        return self.keys.key(
+            section.name, self.scope_part(section, ctx), self.keys.params_part(ctx.params)
+        )
+
+    # -- fetching ---------------------------------------------------------
+
+    async def fetch(
+        self, ctx: RequestContext | None = None, *, sections: Sequence[str] | None = None
+    ) -> PageResult:
+        """Every requested section, fetched or cached, as one :class:`PageResult`."""
+        self._task_group()
+        ctx = _ANONYMOUS if ctx is None else ctx
+        plan = self.plan(sections)
+        start = anyio.current_time()
+        generated_at = time.time()
+        results: dict[str, SectionResult] = {}
+        pending = await self._from_cache(plan, ctx, results, start)
+        if pending:
+            ctx = self._with_deadline(ctx, start)
+            async with anyio.create_task_group() as tg:
+                for section, key, old in pending:
+                    tg.start_soon(self._resolve, section, key, old, ctx, results)
+        self.stats.pages += 1
+        return PageResult(
+            {s.name: results[s.name] for s in plan},
+            version=self.keys.version,
+            generated_at=generated_at,
+            total_ms=(anyio.current_time() - start) * 1000,
+            required=self._required,
+        )
+
+    async def stream(
+        self, ctx: RequestContext | None = None, *, sections: Sequence[str] | None = None
+    ) -> AsyncGenerator[SectionResult, None]:
+        """Yield each section's result as soon as it is ready, fastest first.
+
+        Cached sections come first. The sources run in tasks owned by the
+        aggregator; closing the iterator early cancels those still running.
+        """
+        tg = self._task_group()
+        ctx = _ANONYMOUS if ctx is None else ctx
+        plan = self.plan(sections)
+        start = anyio.current_time()
+        results: dict[str, SectionResult] = {}
+        pending = await self._from_cache(plan, ctx, results, start)
+        for result in results.values():
+            yield result
+        if not pending:
+            return
+        ctx = self._with_deadline(ctx, start)
+        send, receive = anyio.create_memory_object_stream[SectionResult](len(pending))
+        scope: anyio.CancelScope = await tg.start(self._stream_pending, pending, ctx, send)
+        try:
+            async with receive:
+                async for result in receive:
+                    yield result
+        finally:
+            scope.cancel()
+
+    async def _stream_pending(
+        self,
+        pending: list[tuple[Section, str | None, Entry | None]],
+        ctx: RequestContext,
+        send: anyio.abc.ObjectSendStream[SectionResult],
+        *,
+        task_status: anyio.abc.TaskStatus[anyio.CancelScope],
+    ) -> None:
+        with anyio.CancelScope() as scope:
+            task_status.started(scope)
+            async with send, anyio.create_task_group() as tg:
+                for section, key, old in pending:
+                    tg.start_soon(self._resolve_and_send, section, key, old, ctx, send)
+
+    async def _resolve_and_send(
+        self,
+        section: Section,
+        key: str | None,
+        old: Entry | None,
+        ctx: RequestContext,
+        send: anyio.abc.ObjectSendStream[SectionResult],
+    ) -> None:
+        results: dict[str, SectionResult] = {}
+        await self._resolve(section, key, old, ctx, results)
+        # The consumer may have stopped listening.
+        with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+            await send.send(results[section.name])
+
+    def _with_deadline(self, ctx: RequestContext, start: float) -> RequestContext:
+        if self.page_timeout is None:
+            return ctx
+        deadline = start + self.page_timeout
+        if ctx.deadline <= deadline:
+            return ctx
+        return attrs.evolve(ctx, deadline=deadline)
+
+    async def _from_cache(
+        self,
+        plan: tuple[Section, ...],
+        ctx: RequestContext,
+        results: dict[str, SectionResult],
+        start: float,
+    ) -> list[tuple[Section, str | None, Entry | None]]:
+        """Fill ``results`` from the cache; return what must be fetched."""
+        pending: list[tuple[Section, str | None, Entry | None]] = []
+        cached: list[Section] = []
+        for section in plan:
+            if section.cache is None:
+                pending.append((section, None, None))
+            else:
+                cached.append(section)
+        if not cached:
+            return pending
+        params = self.keys.params_part(ctx.params)
+        keys = [self.keys.key(s.name, self.scope_part(s, ctx), params) for s in cached]
+        entries = await self.cache.get_many(keys)
+        now = self.cache.clock()
+        lookup_ms = (anyio.current_time() - start) * 1000
+        decode = self.serializer.loads
+        for section, key, entry in zip(cached, keys, entries, strict=True):
+            freshness = Freshness.EXPIRED if entry is None else entry.freshness(now)
+            if freshness is Freshness.EXPIRED:
+                pending.append((section, key, entry))
+                continue
+            assert entry is not None
+            if freshness is Freshness.FRESH:
+                status = CacheStatus.HIT
+            else:
+                status = CacheStatus.STALE
+                self._schedule_refresh(section, key, ctx)
+            results[section.name] = SectionResult(
+                section.name, entry.payload, cache=status, elapsed_ms=lookup_ms, decode=decode
+            )
+        return pending
+
+    async def _resolve(
+        self,
+        section: Section,
+        key: str | None,
+        old: Entry | None,
+        ctx: RequestContext,
+        results: dict[str, SectionResult],
+    ) -> None:
+        """Fetch one section that the cache could not answer, and record it."""
+        start = anyio.current_time()
+        if key is None:
+            attempt = await self.executor.call(
+                section, ctx, breaker=self._breakers.get(section.name), deadline=ctx.deadline
+            )
+            payload = self._encode(section, attempt) if attempt.ok else None
+            status = CacheStatus.BYPASS
+        else:
+            fill: _Fill | None = None
+            # A caller that shares another's fetch is bound by its own deadline.
+            with anyio.move_on_after(min(start + section.timeout, ctx.deadline) - start):
+                fill, shared = await self._flights.do(key, lambda: self._fill(section, key, ctx))
+                if shared:
+                    self.stats.shared_fetches += 1
+            if fill is None:
+                error = SectionError(
+                    section.name,
+                    ErrorCode.TIMEOUT_ERROR,
+                    f"page deadline reached after {(ctx.deadline - start) * 1000:.0f} ms"
+                    if ctx.deadline < start + section.timeout
+                    else f"timed out after {section.timeout * 1000:.0f} ms",
+                )
+                attempt = Attempt(None, error, anyio.current_time() - start)
+                payload = None
+            else:
+                attempt, payload = fill.attempt, fill.payload
+            status = CacheStatus.MISS
+        elapsed_ms = (anyio.current_time() - start) * 1000
+        results[section.name] = self._result(
+            section, attempt, payload, old, status, ctx, elapsed_ms
+        )
+
+    def _result(
+        self,
+        section: Section,
+        attempt: Attempt,
+        payload: bytes | None,
+        old: Entry | None,
+        status: CacheStatus,
+        ctx: RequestContext,
+        elapsed_ms: float,
+    ) -> SectionResult:
+        name = section.name
+        decode = self.serializer.loads
+        if payload is not None:
+            return SectionResult(name, payload, cache=status, elapsed_ms=elapsed_ms, decode=decode)
+        error = attempt.error
+        if error is None:  # the value could not be encoded
+            error = SectionError(name, ErrorCode.SERIALIZATION_ERROR, "value is not serializable")
+        if old is not None and old.usable_on_error(self.cache.clock()):
+            return SectionResult(
+                name,
+                old.payload,
+                cache=CacheStatus.STALE_IF_ERROR,
+                elapsed_ms=elapsed_ms,
+                error=error,
+                stand_in=True,
+                decode=decode,
+            )
+        if section.has_fallback:
+            fallback = self._fallback(section, ctx)
+            if fallback is not None:
+                return SectionResult(
+                    name,
+                    fallback,
+                    cache=status,
+                    elapsed_ms=elapsed_ms,
+                    error=error,
+                    stand_in=True,
+                    decode=decode,
+                )
+        return SectionResult(
+            name, NULL, cache=status, elapsed_ms=elapsed_ms, error=error, decode=decode
+        )
+
+    def _fallback(self, section: Section, ctx: RequestContext) -> bytes | None:
+        try:
+            value = section.fallback(ctx) if callable(section.fallback) else section.fallback
+            return self.serializer.dumps(value)
+        except Exception:
+            logger.exception("section %r: fallback failed", section.name)
+            return None
+
+    def _encode(self, section: Section, attempt: Attempt) -> bytes | None:
+        try:
+            return self.serializer.dumps(attempt.value)
+        except Exception:
+            self.stats.serialization_errors += 1
+            logger.exception("section %r: value is not serializable", section.name)
+            return None
+
+    async def _fill(self, section: Section, key: str, ctx: RequestContext) -> _Fill:
+        """Fetch a missing key once across instances, and store it."""
+        policy = section.cache
+        assert policy is not None
+        token = await self.cache.try_lock(key, section.timeout)
+        if token is None:
+            # Another instance is fetching this key: wait for its write.
+            entry = await self.cache.wait_for(key, max(0.0, min(section.timeout, ctx.remaining())))
+            if entry is not None and not entry.dead(self.cache.clock()):
+                return _Fill(entry.payload, Attempt(None, None, 0.0))
+        try:
+            attempt = await self.executor.call(
+                section, ctx, breaker=self._breakers.get(section.name), deadline=ctx.deadline
+            )
+            payload = self._encode(section, attempt) if attempt.ok else None
+            if payload is not None:
+                await self.cache.set(key, Entry.create(payload, policy, self.cache.clock()))
+            return _Fill(payload, attempt)
+        finally:
+            if token is not None:
+                with anyio.CancelScope(shield=True):
+                    await self.cache.unlock(key, token)
+
+    # -- stale-while-revalidate ---------------------------------------------
+
+    def _schedule_refresh(self, section: Section, key: str, ctx: RequestContext) -> None:
+        if key in self._refreshing or key in self._flights:
+            return
+        self._refreshing.add(key)
+        self._task_group().start_soon(self._refresh, section, key, ctx)
+
+    async def _refresh(self, section: Section, key: str, ctx: RequestContext) -> None:
+        policy = section.cache
+        assert policy is not None
+        try:
+            token = await self.cache.try_lock(key, section.timeout)
+            if token is None:
+                self.stats.refreshes_skipped += 1
+                return
+            try:
+                self.stats.refreshes += 1
+                ctx = attrs.evolve(ctx, deadline=anyio.current_time() + section.timeout)
+                attempt = await self.executor.call(
+                    section, ctx, breaker=self._breakers.get(section.name), deadline=ctx.deadline
+                )
+                payload = self._encode(section, attempt) if attempt.ok else None
+                if payload is None:
+                    self.stats.refresh_failures += 1
+                    logger.warning(
+                        "section %r: background refresh failed (%s); still serving stale",
+                        section.name,
+                        attempt.error.code if attempt.error else "SERIALIZATION_ERROR",
+                    )
+                    return
+                await self.cache.set(key, Entry.create(payload, policy, self.cache.clock()))
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await self.cache.unlock(key, token)
+        finally:
+            self._refreshing.discard(key)
+
+    # -- invalidation -------------------------------------------------------
+
+    async def invalidate(
+        self, section: str, *, user_id: str | None = None, scope: str | None = None
+    ) -> None:
+        """Drop a section's cached entries: all of them, or one user's, or one scope's.
+
+        ``user_id`` names a personal section's user; ``scope`` is the value a
+        custom scope function returned. Other instances learn of it through
+        the cache (Redis pub/sub for a layered cache).
+        """
+        target = self.sections.get(section)
+        if target is None:
+            raise UnknownSectionError([section])
+        if user_id is not None and scope is not None:
+            raise ValueError("give user_id or scope, not both")
+        part: str | None = None
+        if user_id is not None:
+            if target.scope is not Scope.USER:
+                raise ValueError(f"section {section!r} is not personal; user_id does not apply")
+            part = self.keys.user_part(user_id)
+        elif scope is not None:
+            if isinstance(target.scope, Scope):
+                raise ValueError(f"section {section!r} has no custom scope")
+            part = "c" + escape(scope)
+        await self.cache.invalidate(self.keys.section_prefix(section, part))
+
+    def __repr__(self) -> str:
+        return (
+            f"Aggregator(page={self.keys.page!r}, version={self.keys.version!r}, "
+            f"sections={list(self.sections)})"
+        )

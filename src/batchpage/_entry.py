@@ -1,0 +1,111 @@
+"""A cached section value: its encoded bytes and the moments its windows end."""
+
+from __future__ import annotations
+
+import enum
+import random
+from collections.abc import Callable
+
+from ._policy import CachePolicy
+
+
+class Freshness(enum.Enum):
+    FRESH = "fresh"  #: serve as HIT
+    STALE = "stale"  #: serve as STALE, refresh in the background
+    EXPIRED = "expired"  #: fetch; may still stand in if the fetch fails
+
+
+class Entry:
+    """Encoded value plus absolute times (seconds on the cache clock).
+
+    ``fresh_until <= stale_until`` and ``fresh_until <= error_until``; the
+    entry is of no use at all after ``max(stale_until, error_until)``.
+    """
+
+    __slots__ = ("error_until", "fresh_until", "payload", "stale_until", "stored_at")
+
+    def __init__(
+        self,
+        payload: bytes,
+        *,
+        stored_at: float,
+        fresh_until: float,
+        stale_until: float,
+        error_until: float,
+    ) -> None:
+        self.payload = payload
+        self.stored_at = stored_at
+        self.fresh_until = fresh_until
+        self.stale_until = stale_until
+        self.error_until = error_until
+
+    @classmethod
+    def create(
+        cls,
+        payload: bytes,
+        policy: CachePolicy,
+        now: float,
+        *,
+        rand: Callable[[], float] = random.random,
+    ) -> Entry:
+        """An entry written ``now``, its windows shortened by the policy's jitter."""
+        scale = 1.0 - policy.jitter * rand() if policy.jitter else 1.0
+        fresh_until = now + policy.fresh * scale
+        return cls(
+            payload,
+            stored_at=now,
+            fresh_until=fresh_until,
+            stale_until=fresh_until + policy.stale * scale,
+            error_until=fresh_until + policy.stale_if_error * scale,
+        )
+
+    @property
+    def useless_after(self) -> float:
+        return max(self.stale_until, self.error_until)
+
+    def freshness(self, now: float) -> Freshness:
+        if now < self.fresh_until:
+            return Freshness.FRESH
+        if now < self.stale_until:
+            return Freshness.STALE
+        return Freshness.EXPIRED
+
+    def usable_on_error(self, now: float) -> bool:
+        return now < self.error_until
+
+    def dead(self, now: float) -> bool:
+        return now >= self.useless_after
+
+    # The wire format of an entry in a shared store: a short text header, then
+    # the payload untouched. Never pickle: a store's bytes are not trusted.
+    _MAGIC = b"bp1"
+
+    def dumps(self) -> bytes:
+        header = (
+            f"{self.stored_at!r} {self.fresh_until!r} {self.stale_until!r} {self.error_until!r}"
+        ).encode()
+        return b"%s %s\n%s" % (self._MAGIC, header, self.payload)
+
+    @classmethod
+    def loads(cls, data: bytes) -> Entry:
+        """Parse :meth:`dumps`'s bytes; ``ValueError`` on anything else."""
+        header, sep, payload = data.partition(b"\n")
+        fields = header.split(b" ")
+        if not sep or len(fields) != 5 or fields[0] != cls._MAGIC:
+            raise ValueError("not a batchpage cache entry")
+        stored_at, fresh_until, stale_until, error_until = (float(f) for f in fields[1:])
+        if not (fresh_until <= stale_until and fresh_until <= error_until):
+            raise ValueError("inconsistent cache entry windows")
+        return cls(
+            payload,
+            stored_at=stored_at,
+            fresh_until=fresh_until,
+            stale_until=stale_until,
+            error_until=error_until,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"Entry({len(self.payload)} bytes, fresh_until={self.fresh_until}, "
+            f"stale_until={self.stale_until}, error_until={self.error_until})"
+        )

@@ -1,0 +1,64 @@
+"""Error codes a page reports, and the exceptions batchpage raises.
+
+The exception tree::
+
+    BatchpageError
+    ├── AggregatorNotRunning      (RuntimeError: fetch outside ``async with``)
+    └── UnknownSectionError       (ValueError: a requested section is not defined)
+
+A *section* failure is never raised: it becomes a :class:`SectionError` in the
+page's ``errors`` list, so that one failing source never fails the page.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import attrs
+
+
+class ErrorCode(enum.StrEnum):
+    """Why a section has no value of its own; the ``code`` of an error entry."""
+
+    #: The section's timeout or the page deadline passed before the source answered.
+    TIMEOUT_ERROR = "TIMEOUT_ERROR"
+    #: The source raised an exception (details go to the log, not the client).
+    SOURCE_ERROR = "SOURCE_ERROR"
+    #: The section's circuit breaker is open: the source was not called.
+    CIRCUIT_OPEN = "CIRCUIT_OPEN"
+    #: The section was cancelled because the page no longer needed it.
+    CANCELLED = "CANCELLED"
+    #: The source answered with a value the serializer cannot encode.
+    SERIALIZATION_ERROR = "SERIALIZATION_ERROR"
+
+
+@attrs.frozen
+class SectionError:
+    """One entry of a page's ``errors``: safe to show to clients.
+
+    ``message`` never carries a traceback, a hostname or a credential; the full
+    exception is logged where it happened.
+    """
+
+    section: str
+    code: ErrorCode
+    message: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"section": self.section, "code": self.code.value, "message": self.message}
+
+
+class BatchpageError(Exception):
+    """Base class of every exception batchpage raises."""
+
+
+class AggregatorNotRunning(BatchpageError, RuntimeError):
+    """The aggregator was used outside ``async with``; it owns background work."""
+
+
+class UnknownSectionError(BatchpageError, ValueError):
+    """A page was asked for a section it does not define."""
+
+    def __init__(self, names: list[str]) -> None:
+        self.names = names
+        super().__init__(f"unknown section(s): {', '.join(names)}")

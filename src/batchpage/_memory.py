@@ -1,0 +1,110 @@
+"""The in-process cache layer (L1): an LRU bounded by entries and bytes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from types import TracebackType
+from typing import Self
+
+import cachetools
+
+from ._entry import Entry
+
+# Per-entry bookkeeping (the Entry object, its key, the LRU links) in bytes,
+# counted with the payload so that many tiny values are bounded too.
+_OVERHEAD = 200
+
+
+class MemoryCache:
+    """Entries in this process: microseconds to read, gone on restart.
+
+    Bounded by ``max_entries`` and, when given, ``max_bytes`` (payload plus a
+    fixed overhead per entry); the least recently used entry goes first.
+    ``clock`` (seconds) judges freshness; tests pass a fake one. Locks are
+    always granted: in one process, single-flight is the aggregator's job.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_entries: int = 1000,
+        max_bytes: int | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if isinstance(max_entries, bool) or not isinstance(max_entries, int) or max_entries < 1:
+            raise ValueError(f"max_entries must be a positive int, got {max_entries!r}")
+        if max_bytes is not None and (
+            isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1
+        ):
+            raise ValueError(f"max_bytes must be a positive int or None, got {max_bytes!r}")
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self.clock = clock
+        self._data: cachetools.LRUCache[str, Entry]
+        if max_bytes is None:
+            self._data = cachetools.LRUCache(max_entries)
+        else:
+            self._data = cachetools.LRUCache(max_bytes, getsizeof=_size)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        return None
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(_size(e) for e in self._data.values())
+
+    def get(self, key: str) -> Entry | None:
+        entry = self._data.get(key)
+        if entry is not None and entry.dead(self.clock()):
+            self._data.pop(key, None)
+            return None
+        return entry
+
+    async def get_many(self, keys: Sequence[str], /) -> list[Entry | None]:
+        get = self.get
+        return [get(k) for k in keys]
+
+    def put(self, key: str, entry: Entry) -> None:
+        if self.max_bytes is not None and _size(entry) > self.max_bytes:
+            self._data.pop(key, None)  # too big to keep; never serve an older value
+            return
+        self._data[key] = entry
+        while len(self._data) > self.max_entries:
+            self._data.popitem()
+
+    async def set(self, key: str, entry: Entry, /) -> None:
+        self.put(key, entry)
+
+    def drop_prefix(self, prefix: str) -> int:
+        doomed = [k for k in self._data if k.startswith(prefix)]
+        for k in doomed:
+            self._data.pop(k, None)
+        return len(doomed)
+
+    async def invalidate(self, prefix: str, /) -> None:
+        self.drop_prefix(prefix)
+
+    async def try_lock(self, key: str, ttl: float, /) -> str | None:
+        return "local"
+
+    async def unlock(self, key: str, token: str, /) -> None:
+        return None
+
+    async def wait_for(self, key: str, wait: float, /) -> Entry | None:
+        return None
+
+
+def _size(entry: Entry) -> int:
+    return len(entry.payload) + _OVERHEAD

@@ -1,0 +1,111 @@
+"""A named source of one part of a page."""
+
+from __future__ import annotations
+
+import enum
+import inspect
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any, Final, TypeAlias
+
+import attrs
+
+from ._breaker import BreakerPolicy
+from ._context import RequestContext
+from ._policy import CachePolicy
+from ._scope import Scope, ScopeKey
+from ._units import Seconds, positive_seconds
+
+Source: TypeAlias = Callable[[RequestContext], Awaitable[Any]] | Callable[[RequestContext], Any]
+
+
+class _NoFallback(enum.Enum):
+    NO_FALLBACK = "NO_FALLBACK"
+
+    def __repr__(self) -> str:
+        return "NO_FALLBACK"
+
+
+#: Sentinel: the section has no fallback (``None`` *is* a fallback: ``null``).
+NO_FALLBACK: Final = _NoFallback.NO_FALLBACK
+
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
+
+
+def _check_name(_: object, __: attrs.Attribute[str], value: str) -> None:
+    if not isinstance(value, str):
+        raise TypeError(f"name must be a str, not {value!r}")
+    if not value:
+        raise ValueError("name must not be empty")
+    if _NAME.fullmatch(value) is None:
+        raise ValueError(
+            f"name must start with a letter and hold at most 64 letters, digits, "
+            f"'_', '.' or '-', got {value!r}"
+        )
+
+
+def _check_source(_: object, __: attrs.Attribute[Source], value: Source) -> None:
+    if not callable(value):
+        raise TypeError(f"source must be callable, not {value!r}")
+
+
+def _timeout(value: Seconds) -> float:
+    return positive_seconds(value, name="timeout")
+
+
+def _check_cache(_: object, __: attrs.Attribute[CachePolicy | None], value: object) -> None:
+    if value is not None and not isinstance(value, CachePolicy):
+        raise TypeError(f"cache must be a CachePolicy or None, not {value!r}")
+
+
+def _check_scope(_: object, __: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, Scope) and not callable(value):
+        raise TypeError(f"scope must be a Scope or a callable (ctx) -> str, not {value!r}")
+
+
+def _check_breaker(_: object, __: attrs.Attribute[BreakerPolicy | None], value: object) -> None:
+    if value is not None and not isinstance(value, BreakerPolicy):
+        raise TypeError(f"breaker must be a BreakerPolicy or None, not {value!r}")
+
+
+def _is_async(source: Source) -> bool:
+    if inspect.iscoroutinefunction(source):
+        return True
+    call = getattr(source, "__call__", None)  # noqa: B004 - async callable objects
+    return inspect.iscoroutinefunction(call)
+
+
+@attrs.frozen(kw_only=True)
+class Section:
+    """A named source of one part of a page, with its failure and cache rules.
+
+    ``source(ctx)`` may be ``async def`` or a plain function; plain functions
+    run in a worker thread so they cannot block the event loop. ``timeout`` is
+    in seconds (or a ``timedelta``). When the source fails, ``fallback`` (a
+    value, or a callable ``(ctx) -> value``) stands in; without one the value
+    is ``null``. A failed ``required`` section with nothing to stand in makes
+    the whole page a 503. ``cache=None`` means never cached; ``scope`` decides
+    whose entry a cached value is. ``breaker=None`` turns the circuit breaker off.
+    """
+
+    name: str = attrs.field(validator=_check_name)
+    source: Source = attrs.field(validator=_check_source)
+    timeout: float = attrs.field(default=1.0, converter=_timeout)
+    fallback: Any = NO_FALLBACK
+    required: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
+    cache: CachePolicy | None = attrs.field(default=None, validator=_check_cache)
+    scope: Scope | ScopeKey = attrs.field(default=Scope.GLOBAL, validator=_check_scope)
+    breaker: BreakerPolicy | None = attrs.field(factory=BreakerPolicy, validator=_check_breaker)
+    is_async: bool = attrs.field(init=False, eq=False, repr=False)
+
+    @is_async.default
+    def _detect_async(self) -> bool:
+        return _is_async(self.source)
+
+    @property
+    def has_fallback(self) -> bool:
+        return self.fallback is not NO_FALLBACK
+
+    @property
+    def is_personal(self) -> bool:
+        return self.scope is Scope.USER

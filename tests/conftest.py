@@ -1,0 +1,42 @@
+"""Shared fixtures: every async test runs on asyncio and on trio.
+
+Tests of timing (parallelism, deadlines, expiry) run on trio's
+``MockClock(autojump_threshold=0)`` through ``helpers.run_on_mock_clock``:
+sleeps take no wall time and times are exact. The fixture's backends use real
+clocks, because a virtual clock jumps ahead whenever the loop waits on a
+worker thread, which would time out every sync source at once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("asyncio", id="asyncio"),
+        pytest.param("trio", id="trio"),
+    ]
+)
+def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
+    return request.param, {}
+
+
+class FakeClock:
+    """A wall clock that only moves when told to (seconds)."""
+
+    def __init__(self, start: float = 1_000_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def fake_clock() -> FakeClock:
+    return FakeClock()

@@ -1,0 +1,291 @@
+"""The aggregator: one page from many sources, whatever they do."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import anyio
+import pytest
+
+from batchpage import (
+    Aggregator,
+    AggregatorNotRunning,
+    ErrorCode,
+    RequestContext,
+    Section,
+    UnknownSectionError,
+)
+from helpers import Recorder, run_on_mock_clock
+
+pytestmark = pytest.mark.anyio
+
+SEED = {
+    "featuredProducts": 0.080,
+    "newArrivals": 0.060,
+    "featuredStores": 0.070,
+    "featuredEvents": 0.050,
+    "featuredOffers": 0.065,
+    "flashSales": 0.075,
+}
+
+
+def seed_sections(**overrides: Recorder) -> list[Section]:
+    return [
+        Section(name=name, source=overrides.get(name, Recorder([name], delay=delay)))
+        for name, delay in SEED.items()
+    ]
+
+
+def test_six_sections_take_the_slowest_not_the_sum() -> None:
+    """The seed's six sources (80/60/70/50/65/75 ms) finish together in 80 ms."""
+
+    async def run() -> float:
+        async with Aggregator(seed_sections(), page="homepage") as agg:
+            start = anyio.current_time()
+            page = await agg.fetch()
+            elapsed = anyio.current_time() - start
+        assert page.status_code == 200
+        assert page.errors == []
+        assert page.total_ms == pytest.approx(80)
+        return elapsed
+
+    assert run_on_mock_clock(run) == pytest.approx(0.080)
+
+
+async def test_wire_shape_matches_the_design() -> None:
+    """sections, errors and metadata, with camelCase keys, as bytes and as dicts."""
+    async with Aggregator(seed_sections(), page="homepage", version="v1") as agg:
+        page = await agg.fetch()
+    wire = json.loads(page.to_json())
+    assert wire == page.to_dict()
+    assert list(wire) == ["sections", "errors", "metadata"]
+    assert wire["sections"] == {name: [name] for name in SEED}
+    assert wire["errors"] == []
+    meta = wire["metadata"]
+    assert set(meta) == {
+        "partialFailure",
+        "generatedAt",
+        "version",
+        "cache",
+        "timingsMs",
+        "totalMs",
+    }
+    assert meta["partialFailure"] is False
+    assert meta["version"] == "v1"
+    assert meta["generatedAt"].endswith("Z")
+    assert meta["cache"] == dict.fromkeys(SEED, "BYPASS")
+    assert set(meta["timingsMs"]) == set(SEED)
+
+
+async def test_one_failed_section_is_null_with_one_error_and_200() -> None:
+    """A failing source costs its section, never the page."""
+    sections = seed_sections(featuredEvents=Recorder(fail=True))
+    async with Aggregator(sections) as agg:
+        page = await agg.fetch()
+    assert page.status_code == 200
+    assert page.sections["featuredEvents"] is None
+    assert page.sections["featuredProducts"] == ["featuredProducts"]
+    assert [(e.section, e.code) for e in page.errors] == [
+        ("featuredEvents", ErrorCode.SOURCE_ERROR)
+    ]
+    assert page.metadata["partialFailure"] is True
+
+
+async def test_timed_out_section_reports_timeout_error() -> None:
+    """A hanging section is cut at its timeout; the message says how long."""
+    sections = [
+        Section(name="fast", source=Recorder(1)),
+        Section(name="hang", source=Recorder(delay=60), timeout=0.05),
+    ]
+    async with Aggregator(sections) as agg:
+        page = await agg.fetch()
+    assert page.to_dict()["errors"] == [
+        {"section": "hang", "code": "TIMEOUT_ERROR", "message": "timed out after 50 ms"}
+    ]
+    assert page.status_code == 200
+
+
+async def test_fallback_value_stands_in() -> None:
+    """A failed section with a fallback serves it, and still reports the error."""
+    sections = [
+        Section(name="a", source=Recorder(fail=True), fallback=[]),
+        Section(name="b", source=Recorder(1)),
+    ]
+    async with Aggregator(sections) as agg:
+        page = await agg.fetch()
+    assert page.sections["a"] == []
+    assert page.errors[0].section == "a"
+    assert page.status_code == 200
+
+
+async def test_fallback_callable_receives_the_context() -> None:
+    """A callable fallback is called with the request context."""
+    section = Section(
+        name="a", source=Recorder(fail=True), fallback=lambda ctx: {"for": ctx.user_id}
+    )
+    async with Aggregator([section]) as agg:
+        page = await agg.fetch(RequestContext(user_id="7"))
+    assert page.sections["a"] == {"for": "7"}
+
+
+async def test_all_failed_is_503() -> None:
+    """Nothing to show: 503, same shape."""
+    sections = [Section(name=n, source=Recorder(fail=True)) for n in ("a", "b")]
+    async with Aggregator(sections) as agg:
+        page = await agg.fetch()
+    assert page.status_code == 503
+    assert page.metadata["partialFailure"] is False
+    assert len(page.errors) == 2
+    assert page.sections == {"a": None, "b": None}
+
+
+async def test_all_failed_with_fallbacks_is_200() -> None:
+    """Fallbacks standing in for every section keep the page up."""
+    sections = [Section(name=n, source=Recorder(fail=True), fallback=[]) for n in ("a", "b")]
+    async with Aggregator(sections) as agg:
+        page = await agg.fetch()
+    assert page.status_code == 200
+    assert page.metadata["partialFailure"] is True
+
+
+async def test_failed_required_section_is_503() -> None:
+    """A page without its required section is no page."""
+    sections = [
+        Section(name="a", source=Recorder(fail=True), required=True),
+        Section(name="b", source=Recorder(1)),
+    ]
+    async with Aggregator(sections) as agg:
+        page = await agg.fetch()
+    assert page.status_code == 503
+    assert page.sections["b"] == 1
+
+
+async def test_sync_and_async_sources_mix() -> None:
+    """Plain functions and coroutines serve one page together."""
+    sections = [
+        Section(name="a", source=Recorder("async")),
+        Section(name="b", source=lambda ctx: "sync"),
+    ]
+    async with Aggregator(sections) as agg:
+        page = await agg.fetch()
+    assert page.sections == {"a": "async", "b": "sync"}
+
+
+async def test_sections_subset_and_unknown_names() -> None:
+    """A request may ask for some sections; an unknown name is an error before any call."""
+    source = Recorder(1)
+    sections = [Section(name="a", source=source), Section(name="b", source=Recorder(2))]
+    async with Aggregator(sections) as agg:
+        page = await agg.fetch(sections=["b"])
+        assert page.sections == {"b": 2}
+        with pytest.raises(UnknownSectionError, match="unknown section"):
+            await agg.fetch(sections=["b", "nope"])
+    assert source.calls == 0
+
+
+async def test_fetch_outside_context_manager_is_an_error() -> None:
+    """The aggregator owns background work, so it must be entered first."""
+    agg = Aggregator([Section(name="a", source=Recorder())])
+    with pytest.raises(AggregatorNotRunning, match="async with"):
+        await agg.fetch()
+
+
+async def test_context_reaches_the_source_with_the_deadline() -> None:
+    """Sources see the user, the parameters, and the page deadline."""
+    source = Recorder()
+    async with Aggregator([Section(name="a", source=source)], page_timeout=2) as agg:
+        before = anyio.current_time()
+        await agg.fetch(RequestContext(user_id="u1", params={"limit": 3}))
+    ctx = source.contexts[0]
+    assert (ctx.user_id, dict(ctx.params)) == ("u1", {"limit": 3})
+    assert before + 2 - 0.5 <= ctx.deadline <= before + 2 + 0.5
+
+
+def test_page_deadline_cuts_every_late_section() -> None:
+    """At the page deadline, what has not answered is cancelled and reported."""
+
+    async def run() -> None:
+        slow = Recorder(delay=0.3)
+        sections = [
+            Section(name="fast", source=Recorder(delay=0.05)),
+            Section(name="slow", source=slow, timeout=1),
+        ]
+        async with Aggregator(sections, page_timeout=0.1) as agg:
+            start = anyio.current_time()
+            page = await agg.fetch()
+            assert anyio.current_time() - start == pytest.approx(0.1)
+        assert page.errors[0].code is ErrorCode.TIMEOUT_ERROR
+        assert page.errors[0].message == "page deadline reached after 100 ms"
+        assert page.sections["fast"] is None or page.sections["fast"] == "ok"
+
+    run_on_mock_clock(run)
+
+
+def test_stream_yields_fastest_first() -> None:
+    """Each section arrives when its source answers, not when the slowest does."""
+
+    async def run() -> list[tuple[str, float]]:
+        arrivals: list[tuple[str, float]] = []
+        async with Aggregator(seed_sections()) as agg:
+            start = anyio.current_time()
+            async for result in agg.stream():
+                arrivals.append((result.name, round(anyio.current_time() - start, 3)))
+        return arrivals
+
+    arrivals = run_on_mock_clock(run)
+    assert arrivals == sorted(((n, d) for n, d in SEED.items()), key=lambda a: a[1])
+
+
+def test_closing_a_stream_early_cancels_the_rest() -> None:
+    """A consumer that leaves stops the remaining sources; nothing runs on."""
+
+    async def run() -> None:
+        slow = Recorder(delay=10)
+        sections = [Section(name="fast", source=Recorder()), Section(name="slow", source=slow)]
+        async with Aggregator(sections) as agg:
+            stream = agg.stream()
+            first = await stream.__anext__()
+            assert first.name == "fast"
+            await stream.aclose()
+            start = anyio.current_time()
+        # Leaving the aggregator did not wait for the slow source.
+        assert anyio.current_time() == start
+        assert slow.calls == 1
+
+    run_on_mock_clock(run)
+
+
+async def test_nothing_outlives_a_fetch(anyio_backend: tuple[str, object]) -> None:
+    """After fetch returns, no task of the page is still running."""
+    if anyio_backend[0] != "asyncio":
+        pytest.skip("task enumeration is asyncio's")
+    sections = [Section(name="a", source=Recorder(delay=60), timeout=0.02)] + [
+        Section(name=f"s{i}", source=Recorder(i)) for i in range(5)
+    ]
+    async with Aggregator(sections) as agg:
+        before = len(asyncio.all_tasks())
+        await agg.fetch()
+        assert len(asyncio.all_tasks()) == before
+
+
+async def test_stream_lines_are_json_ready() -> None:
+    """A streamed result serialises to the NDJSON line of the HTTP stream."""
+    async with Aggregator([Section(name="a", source=Recorder({"x": 1}))]) as agg:
+        results = [r async for r in agg.stream()]
+    assert results[0].to_dict() == {
+        "section": "a",
+        "data": {"x": 1},
+        "error": None,
+        "cache": "BYPASS",
+        "timingMs": results[0].to_dict()["timingMs"],
+    }
+
+
+async def test_unserializable_value_is_a_section_error() -> None:
+    """A value the serializer cannot write fails its section, not the page."""
+    sections = [Section(name="a", source=Recorder({1, 2})), Section(name="b", source=Recorder(1))]
+    async with Aggregator(sections) as agg:
+        page = await agg.fetch()
+    assert page.errors[0].code is ErrorCode.SERIALIZATION_ERROR
+    assert page.status_code == 200
