@@ -5,18 +5,19 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import AsyncGenerator, Iterable, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Self
 
 import anyio
 import anyio.abc
 import attrs
+import sniffio
 
 from ._breaker import CircuitBreaker
 from ._cache import Cache
 from ._context import RequestContext
-from ._entry import Entry, Freshness
+from ._entry import Entry
 from ._errors import AggregatorNotRunning, ErrorCode, SectionError, UnknownSectionError
 from ._executor import Attempt, Executor
 from ._keys import KeyBuilder, escape
@@ -43,6 +44,15 @@ class AggregatorStats:
     refreshes_skipped: int = 0  #: another instance held the refresh lock
     shared_fetches: int = 0  #: misses answered by another caller's fetch
     serialization_errors: int = 0
+
+
+def _fast_clock() -> Callable[[], float]:
+    """The running loop's clock, without anyio's per-call backend lookup."""
+    if sniffio.current_async_library() == "asyncio":
+        import asyncio
+
+        return asyncio.get_running_loop().time
+    return anyio.current_time
 
 
 class _Fill:
@@ -107,7 +117,10 @@ class Aggregator:
         self._flights: SingleFlight[str, _Fill] = SingleFlight()
         self._refreshing: set[str] = set()
         self._plans: dict[tuple[str, ...] | None, tuple[Section, ...]] = {}
+        # Cache keys per (plan, user, params): building them is most of a warm page.
+        self._key_memo: dict[tuple[object, ...], list[str]] = {}
         self._tg: anyio.abc.TaskGroup | None = None
+        self._now: Callable[[], float] = anyio.current_time
 
     @property
     def version(self) -> str:
@@ -126,6 +139,7 @@ class Aggregator:
             await self.cache.__aexit__(None, None, None)
             raise
         self._tg = tg
+        self._now = _fast_clock()
         return self
 
     async def __aexit__(
@@ -192,11 +206,12 @@ class Aggregator:
         self, ctx: RequestContext | None = None, *, sections: Sequence[str] | None = None
     ) -> PageResult:
         """Every requested section, fetched or cached, as one :class:`PageResult`."""
-        self._task_group()
+        if self._tg is None:
+            self._task_group()
         ctx = _ANONYMOUS if ctx is None else ctx
-        plan = self.plan(sections)
-        start = anyio.current_time()
-        generated_at = time.time()
+        plan = self._plans.get(None if sections is None else tuple(sections)) or self.plan(sections)
+        now = self._now
+        start = now()
         results: dict[str, SectionResult] = {}
         pending = await self._from_cache(plan, ctx, results, start)
         if pending:
@@ -204,12 +219,13 @@ class Aggregator:
             async with anyio.create_task_group() as tg:
                 for section, key, old in pending:
                     tg.start_soon(self._resolve, section, key, old, ctx, results)
+            results = {s.name: results[s.name] for s in plan}
         self.stats.pages += 1
         return PageResult(
-            {s.name: results[s.name] for s in plan},
+            results,
             version=self.keys.version,
-            generated_at=generated_at,
-            total_ms=(anyio.current_time() - start) * 1000,
+            generated_at=time.time(),
+            total_ms=(now() - start) * 1000,
             required=self._required,
         )
 
@@ -224,7 +240,7 @@ class Aggregator:
         tg = self._task_group()
         ctx = _ANONYMOUS if ctx is None else ctx
         plan = self.plan(sections)
-        start = anyio.current_time()
+        start = self._now()
         results: dict[str, SectionResult] = {}
         pending = await self._from_cache(plan, ctx, results, start)
         for result in results.values():
@@ -277,6 +293,32 @@ class Aggregator:
             return ctx
         return attrs.evolve(ctx, deadline=deadline)
 
+    def _keys_for(self, plan: tuple[Section, ...], ctx: RequestContext) -> list[str | None]:
+        """Each planned section's cache key (``None`` if not cached), memoised."""
+        # The plan's names, not its identity: an uncached plan's id may be reused.
+        memo_key: tuple[object, ...] | None = (
+            tuple(s.name for s in plan),
+            ctx.user_id,
+            *ctx.params.items(),
+        )
+        try:
+            keys = self._key_memo.get(memo_key)  # type: ignore[arg-type]
+        except TypeError:  # an unhashable parameter value
+            keys, memo_key = None, None
+        if keys is not None:
+            return keys  # type: ignore[return-value]
+        params = self.keys.params_part(ctx.params)
+        built: list[str | None] = [
+            None if s.cache is None else self.keys.key(s.name, self.scope_part(s, ctx), params)
+            for s in plan
+        ]
+        custom = any(s.cache is not None and not isinstance(s.scope, Scope) for s in plan)
+        if memo_key is not None and not custom:
+            if len(self._key_memo) >= 4096:
+                self._key_memo.clear()
+            self._key_memo[memo_key] = built  # type: ignore[assignment]
+        return built
+
     async def _from_cache(
         self,
         plan: tuple[Section, ...],
@@ -284,35 +326,32 @@ class Aggregator:
         results: dict[str, SectionResult],
         start: float,
     ) -> list[tuple[Section, str | None, Entry | None]]:
-        """Fill ``results`` from the cache; return what must be fetched."""
-        pending: list[tuple[Section, str | None, Entry | None]] = []
-        cached: list[Section] = []
-        for section in plan:
-            if section.cache is None:
-                pending.append((section, None, None))
-            else:
-                cached.append(section)
-        if not cached:
-            return pending
-        params = self.keys.params_part(ctx.params)
-        keys = [self.keys.key(s.name, self.scope_part(s, ctx), params) for s in cached]
-        entries = await self.cache.get_many(keys)
+        """Fill ``results`` from the cache, in plan order; return what must be fetched.
+
+        This is the warm path: no task, no decoding, one cache call.
+        """
+        keys = self._keys_for(plan, ctx)
+        lookup = [k for k in keys if k is not None]
+        entries = iter(await self.cache.get_many(lookup) if lookup else ())
         now = self.cache.clock()
-        lookup_ms = (anyio.current_time() - start) * 1000
+        lookup_ms = (self._now() - start) * 1000
         decode = self.serializer.loads
-        for section, key, entry in zip(cached, keys, entries, strict=True):
-            freshness = Freshness.EXPIRED if entry is None else entry.freshness(now)
-            if freshness is Freshness.EXPIRED:
+        pending: list[tuple[Section, str | None, Entry | None]] = []
+        for section, key in zip(plan, keys, strict=True):
+            if key is None:
+                pending.append((section, None, None))
+                continue
+            entry = next(entries)
+            if entry is None or now >= entry.stale_until:
                 pending.append((section, key, entry))
                 continue
-            assert entry is not None
-            if freshness is Freshness.FRESH:
+            if now < entry.fresh_until:
                 status = CacheStatus.HIT
             else:
                 status = CacheStatus.STALE
                 self._schedule_refresh(section, key, ctx)
             results[section.name] = SectionResult(
-                section.name, entry.payload, cache=status, elapsed_ms=lookup_ms, decode=decode
+                section.name, entry.payload, status, lookup_ms, None, False, decode
             )
         return pending
 

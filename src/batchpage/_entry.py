@@ -22,7 +22,14 @@ class Entry:
     entry is of no use at all after ``max(stale_until, error_until)``.
     """
 
-    __slots__ = ("error_until", "fresh_until", "payload", "stale_until", "stored_at")
+    __slots__ = (
+        "error_until",
+        "fresh_until",
+        "payload",
+        "stale_until",
+        "stored_at",
+        "useless_after",
+    )
 
     def __init__(
         self,
@@ -38,6 +45,7 @@ class Entry:
         self.fresh_until = fresh_until
         self.stale_until = stale_until
         self.error_until = error_until
+        self.useless_after = max(stale_until, error_until)
 
     @classmethod
     def create(
@@ -58,10 +66,6 @@ class Entry:
             stale_until=fresh_until + policy.stale * scale,
             error_until=fresh_until + policy.stale_if_error * scale,
         )
-
-    @property
-    def useless_after(self) -> float:
-        return max(self.stale_until, self.error_until)
 
     def freshness(self, now: float) -> Freshness:
         if now < self.fresh_until:

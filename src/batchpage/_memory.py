@@ -66,15 +66,28 @@ class MemoryCache:
         return sum(_size(e) for e in self._data.values())
 
     def get(self, key: str) -> Entry | None:
-        entry = self._data.get(key)
-        if entry is not None and entry.dead(self.clock()):
-            self._data.pop(key, None)
-            return None
-        return entry
+        return self.get_many_now((key,))[0]
+
+    def get_many_now(self, keys: Sequence[str]) -> list[Entry | None]:
+        """The entries of ``keys`` still of some use, without awaiting: the hot path."""
+        data = self._data
+        now = self.clock()
+        out: list[Entry | None] = []
+        for key in keys:
+            try:
+                entry = data[key]  # refreshes the key's recency
+            except KeyError:
+                out.append(None)
+                continue
+            if now >= entry.useless_after:
+                data.pop(key, None)
+                out.append(None)
+            else:
+                out.append(entry)
+        return out
 
     async def get_many(self, keys: Sequence[str], /) -> list[Entry | None]:
-        get = self.get
-        return [get(k) for k in keys]
+        return self.get_many_now(keys)
 
     def put(self, key: str, entry: Entry) -> None:
         if self.max_bytes is not None and _size(entry) > self.max_bytes:

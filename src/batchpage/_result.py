@@ -37,7 +37,6 @@ class SectionResult:
         self,
         name: str,
         encoded: bytes,
-        *,
         cache: CacheStatus,
         elapsed_ms: float,
         error: SectionError | None = None,
@@ -97,10 +96,24 @@ def _iso_utc(epoch: float) -> str:
     return _iso_memo[1]
 
 
+# Per section name, the bytes and text fragments of the page that never change.
+_fragments: dict[str, tuple[bytes, dict[CacheStatus, str]]] = {}
+
+
+def _fragment(name: str) -> tuple[bytes, dict[CacheStatus, str]]:
+    frag = _fragments.get(name)
+    if frag is None:
+        # Section names are validated to need no JSON escaping.
+        frag = (f'"{name}":'.encode(), {s: f'"{name}":"{s.value}"' for s in CacheStatus})
+        if len(_fragments) < 10_000:
+            _fragments[name] = frag
+    return frag
+
+
 class PageResult:
     """The batch page: ``sections``, ``errors``, ``metadata`` and ``status_code``."""
 
-    __slots__ = ("generated_at", "required", "results", "total_ms", "version")
+    __slots__ = ("_status", "generated_at", "required", "results", "total_ms", "version")
 
     def __init__(
         self,
@@ -112,11 +125,12 @@ class PageResult:
         required: frozenset[str] = frozenset(),
     ) -> None:
         self.results = results
-        #: Names of the sections whose failure makes the page a 503.
-        self.required = required
         self.version = version
         self.generated_at = generated_at
         self.total_ms = total_ms
+        #: Names of the sections whose failure makes the page a 503.
+        self.required = required
+        self._status: int | None = None
 
     @property
     def sections(self) -> dict[str, Any]:
@@ -129,19 +143,21 @@ class PageResult:
     @property
     def status_code(self) -> int:
         """503 when a required section or every section is unavailable, else 200."""
-        results = self.results.values()
-        if not results:
-            return 200
-        if all(r.unavailable for r in results):
-            return 503
-        if any(r.unavailable and r.name in self.required for r in results):
-            return 503
-        return 200
+        if self._status is None:
+            results = self.results.values()
+            unavailable = [r.name for r in results if r.unavailable]
+            if results and (
+                len(unavailable) == len(results) or not self.required.isdisjoint(unavailable)
+            ):
+                self._status = 503
+            else:
+                self._status = 200
+        return self._status
 
     @property
     def partial_failure(self) -> bool:
         """Some section failed, yet the page is served (status 200)."""
-        return any(r.error is not None for r in self.results.values()) and (self.status_code == 200)
+        return self.status_code == 200 and any(r.error is not None for r in self.results.values())
 
     @property
     def metadata(self) -> dict[str, Any]:
@@ -163,33 +179,40 @@ class PageResult:
         }
 
     def to_json(self) -> bytes:
-        """The wire shape as bytes, joined from the sections' stored JSON."""
-        results = self.results
+        """The wire shape as bytes, joined from the sections' stored JSON.
+
+        No section value is decoded or re-encoded: this is the warm path.
+        """
         parts = [b'{"sections":{']
-        cache = []
-        timings = []
-        errors = []
-        first = True
-        for name, r in results.items():
-            if not first:
-                parts.append(b",")
-            first = False
-            # Section names are validated to need no JSON escaping.
-            parts.append(b'"%s":%s' % (name.encode(), r.encoded))
-            cache.append(f'"{name}":"{r.cache.value}"')
-            timings.append(f'"{name}":{round(r.elapsed_ms, 1)}')
+        cache: list[str] = []
+        timings: list[str] = []
+        errors: list[dict[str, str]] = []
+        last_ms = -1.0
+        last_text = ""
+        sep = b""
+        for name, r in self.results.items():
+            prefix, statuses = _fragment(name)
+            parts.append(sep)
+            parts.append(prefix)
+            parts.append(r.encoded)
+            sep = b","
+            cache.append(statuses[r.cache])
+            ms = r.elapsed_ms
+            if ms != last_ms:
+                last_ms, last_text = ms, repr(round(ms, 1))
+            timings.append(f'"{name}":{last_text}')
             if r.error is not None:
                 errors.append(r.error.to_dict())
-        errors_json = json.dumps(errors, ensure_ascii=False, separators=(",", ":"))
-        partial = "true" if self.partial_failure else "false"
+        errors_json = (
+            json.dumps(errors, ensure_ascii=False, separators=(",", ":")) if errors else "[]"
+        )
+        partial = "true" if errors and self.status_code == 200 else "false"
         parts.append(
-            (
-                f'}},"errors":{errors_json},"metadata":{{"partialFailure":{partial},'
-                f'"generatedAt":"{_iso_utc(self.generated_at)}",'
-                f'"version":{json.dumps(self.version)},'
-                f'"cache":{{{",".join(cache)}}},"timingsMs":{{{",".join(timings)}}},'
-                f'"totalMs":{round(self.total_ms, 1)}}}}}'
-            ).encode()
+            f'}},"errors":{errors_json},"metadata":{{"partialFailure":{partial},'
+            f'"generatedAt":"{_iso_utc(self.generated_at)}",'
+            f'"version":{_json_str(self.version)},'
+            f'"cache":{{{",".join(cache)}}},"timingsMs":{{{",".join(timings)}}},'
+            f'"totalMs":{round(self.total_ms, 1)!r}}}}}'.encode()
         )
         return b"".join(parts)
 
@@ -198,3 +221,15 @@ class PageResult:
             f"PageResult(status={self.status_code}, sections={list(self.results)}, "
             f"errors={len(self.errors)})"
         )
+
+
+_json_strs: dict[str, str] = {}
+
+
+def _json_str(text: str) -> str:
+    out = _json_strs.get(text)
+    if out is None:
+        out = json.dumps(text)
+        if len(_json_strs) < 1000:
+            _json_strs[text] = out
+    return out
