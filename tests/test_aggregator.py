@@ -289,3 +289,14 @@ async def test_unserializable_value_is_a_section_error() -> None:
         page = await agg.fetch()
     assert page.errors[0].code is ErrorCode.SERIALIZATION_ERROR
     assert page.status_code == 200
+
+
+def test_an_aggregator_can_serve_successive_event_loops() -> None:
+    """Entering the same aggregator under asyncio, then trio, then asyncio again works."""
+    agg = Aggregator([Section(name="a", source=Recorder(1))])
+
+    async def once() -> int:
+        async with agg:
+            return (await agg.fetch()).status_code
+
+    assert [anyio.run(once, backend=b) for b in ("asyncio", "trio", "asyncio")] == [200] * 3

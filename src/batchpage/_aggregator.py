@@ -116,6 +116,8 @@ class Aggregator:
         self._required = frozenset(s.name for s in self.sections.values() if s.required)
         self._flights: SingleFlight[str, _Fill] = SingleFlight()
         self._refreshing: set[str] = set()
+        self._idle = anyio.Event()
+        self._idle.set()
         self._plans: dict[tuple[str, ...] | None, tuple[Section, ...]] = {}
         # Cache keys per (plan, user, params): building them is most of a warm page.
         self._key_memo: dict[tuple[object, ...], list[str]] = {}
@@ -140,6 +142,8 @@ class Aggregator:
             raise
         self._tg = tg
         self._now = _fast_clock()
+        self._idle = anyio.Event()
+        self._idle.set()
         return self
 
     async def __aexit__(
@@ -483,8 +487,11 @@ class Aggregator:
     def _schedule_refresh(self, section: Section, key: str, ctx: RequestContext) -> None:
         if key in self._refreshing or key in self._flights:
             return
+        tg = self._task_group()
+        if not self._refreshing:
+            self._idle = anyio.Event()
         self._refreshing.add(key)
-        self._task_group().start_soon(self._refresh, section, key, ctx)
+        tg.start_soon(self._refresh, section, key, ctx)
 
     async def _refresh(self, section: Section, key: str, ctx: RequestContext) -> None:
         policy = section.cache
@@ -515,6 +522,16 @@ class Aggregator:
                     await self.cache.unlock(key, token)
         finally:
             self._refreshing.discard(key)
+            if not self._refreshing:
+                self._idle.set()
+
+    async def settle(self) -> None:
+        """Wait until the background refreshes started so far have finished.
+
+        For tests, and for a graceful shutdown that lets refreshes land.
+        """
+        while self._refreshing:
+            await self._idle.wait()
 
     # -- invalidation -------------------------------------------------------
 

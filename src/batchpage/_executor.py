@@ -7,6 +7,7 @@ from outside (the client went away, the server shuts down) propagates.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import math
@@ -73,8 +74,18 @@ class Executor:
     def __init__(self, *, max_concurrency: int = 50) -> None:
         _check_concurrency(max_concurrency)
         self.max_concurrency = max_concurrency
-        self._limiter = anyio.CapacityLimiter(max_concurrency)
+        self._loop: object = None
+        self._limiter: anyio.CapacityLimiter | None = None
         self.stats = ExecutorStats()
+
+    def _current_limiter(self) -> anyio.CapacityLimiter:
+        # A limiter belongs to one event loop; an executor may outlive it
+        # (a test, a worker restarting its loop), so bind to the running one.
+        loop = _running_loop()
+        if self._limiter is None or loop is not self._loop:
+            self._loop = loop
+            self._limiter = anyio.CapacityLimiter(self.max_concurrency)
+        return self._limiter
 
     async def call(
         self,
@@ -101,7 +112,7 @@ class Executor:
         verdict: bool | None = None
         try:
             with anyio.CancelScope(deadline=min(own_deadline, deadline)):
-                async with self._limiter:
+                async with self._current_limiter():
                     value = await self._invoke(section, ctx, abandoned)
                 verdict = True
                 return Attempt(value, None, anyio.current_time() - start)
@@ -171,6 +182,15 @@ class Executor:
             # A plain function that returned a coroutine (``lambda ctx: fetch(ctx)``).
             return await result.awaitable
         return result
+
+
+def _running_loop() -> object:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        import trio
+
+        return trio.lowlevel.current_trio_token()
 
 
 class _Awaitable:

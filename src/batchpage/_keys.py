@@ -10,6 +10,7 @@ so a page is read with one MGET.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -17,14 +18,19 @@ from typing import Any
 import attrs
 
 _SAFE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_SAFE_ATOM = re.compile(r"[A-Za-z0-9_.,-]{1,32}")
 _PART = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+def _hash(text: str) -> str:
+    return "h-" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
 def escape(value: str) -> str:
     """A key part for untrusted text: ``v-<text>`` when safe, else ``h-<hash>``."""
     if _SAFE.fullmatch(value):
         return "v-" + value
-    return "h-" + hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    return _hash(value)
 
 
 def _check_part(_: object, attribute: attrs.Attribute[str], value: str) -> None:
@@ -55,8 +61,13 @@ class KeyBuilder:
         """One token for the parameters that change a section's value."""
         if not params:
             return "-"
-        text = "&".join(f"{k}={params[k]}" for k in sorted(params))
-        return escape(text)
+        pairs = [(str(k), str(params[k])) for k in sorted(params)]
+        if len(pairs) <= 4 and all(
+            _SAFE_ATOM.fullmatch(k) and _SAFE_ATOM.fullmatch(v) for k, v in pairs
+        ):
+            return "v-" + "&".join(f"{k}={v}" for k, v in pairs)
+        # '&' or '=' inside a value must not forge another set of parameters.
+        return _hash(json.dumps(pairs, ensure_ascii=False))
 
     @staticmethod
     def user_part(user_id: str | None) -> str:
