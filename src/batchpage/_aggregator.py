@@ -368,7 +368,7 @@ class Aggregator:
         results: dict[str, SectionResult],
     ) -> None:
         """Fetch one section that the cache could not answer, and record it."""
-        start = anyio.current_time()
+        start = self._now()
         if key is None:
             attempt = await self.executor.call(
                 section, ctx, breaker=self._breakers.get(section.name), deadline=ctx.deadline
@@ -390,12 +390,12 @@ class Aggregator:
                     if ctx.deadline < start + section.timeout
                     else f"timed out after {section.timeout * 1000:.0f} ms",
                 )
-                attempt = Attempt(None, error, anyio.current_time() - start)
+                attempt = Attempt(None, error, self._now() - start)
                 payload = None
             else:
                 attempt, payload = fill.attempt, fill.payload
             status = CacheStatus.MISS
-        elapsed_ms = (anyio.current_time() - start) * 1000
+        elapsed_ms = (self._now() - start) * 1000
         results[section.name] = self._result(
             section, attempt, payload, old, status, ctx, elapsed_ms
         )

@@ -75,16 +75,18 @@ class Executor:
         _check_concurrency(max_concurrency)
         self.max_concurrency = max_concurrency
         self._loop: object = None
-        self._limiter: anyio.CapacityLimiter | None = None
+        self._limiter = anyio.CapacityLimiter(max_concurrency)
+        self._now: Callable[[], float] = anyio.current_time
         self.stats = ExecutorStats()
 
-    def _current_limiter(self) -> anyio.CapacityLimiter:
+    def _bind(self) -> anyio.CapacityLimiter:
         # A limiter belongs to one event loop; an executor may outlive it
         # (a test, a worker restarting its loop), so bind to the running one.
-        loop = _running_loop()
-        if self._limiter is None or loop is not self._loop:
+        loop, now = _running_loop()
+        if loop is not self._loop:
             self._loop = loop
             self._limiter = anyio.CapacityLimiter(self.max_concurrency)
+            self._now = now
         return self._limiter
 
     async def call(
@@ -97,7 +99,9 @@ class Executor:
     ) -> Attempt:
         """Call ``section``'s source once, by ``deadline`` and its own timeout."""
         name = section.name
-        start = anyio.current_time()
+        limiter = self._bind()
+        now = self._now
+        start = now()
         self.stats.calls += 1
         if breaker is not None and not breaker.try_acquire():
             self.stats.circuit_open += 1
@@ -112,10 +116,17 @@ class Executor:
         verdict: bool | None = None
         try:
             with anyio.CancelScope(deadline=min(own_deadline, deadline)):
-                async with self._current_limiter():
+                # Take a free slot without yielding to the loop: most calls find one.
+                try:
+                    limiter.acquire_nowait()
+                except anyio.WouldBlock:
+                    await limiter.acquire()
+                try:
                     value = await self._invoke(section, ctx, abandoned)
+                finally:
+                    limiter.release()
                 verdict = True
-                return Attempt(value, None, anyio.current_time() - start)
+                return Attempt(value, None, now() - start)
             # Only reached when our own scope cancelled the call: it was late.
             verdict = False
             self.stats.timeouts += 1
@@ -126,11 +137,11 @@ class Executor:
             if abandoned[0]:
                 message += " (worker thread abandoned)"
             error = SectionError(name, ErrorCode.TIMEOUT_ERROR, message)
-            return Attempt(None, error, anyio.current_time() - start)
+            return Attempt(None, error, now() - start)
         except Exception as exc:
             verdict = False
             self.stats.failures += 1
-            elapsed = anyio.current_time() - start
+            elapsed = now() - start
             if isinstance(exc, TimeoutError):
                 self.stats.timeouts += 1
                 logger.warning("section %r: source timed out", name, exc_info=exc)
@@ -184,13 +195,15 @@ class Executor:
         return result
 
 
-def _running_loop() -> object:
+def _running_loop() -> tuple[object, Callable[[], float]]:
+    """The running loop's identity and its clock (anyio's, without the dispatch)."""
     try:
-        return asyncio.get_running_loop()
+        loop = asyncio.get_running_loop()
     except RuntimeError:
         import trio
 
-        return trio.lowlevel.current_trio_token()
+        return trio.lowlevel.current_trio_token(), trio.current_time
+    return loop, loop.time
 
 
 class _Awaitable:

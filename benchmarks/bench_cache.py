@@ -1,0 +1,99 @@
+"""A warm page from memory: batchpage against a dict baseline, cashews and aiocache.
+
+Every contender serves the same page (six sections of ten documents) from an
+in-process cache that already holds every value, and produces the JSON body.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiocache import Cache as AioCache
+from cashews import Cache as CashewsCache
+
+from batchpage import Aggregator, CachePolicy, RequestContext, Section
+
+from ._common import Row, median_time, sync_median_time
+from ._payloads import SECTION_NAMES, VALUES
+
+CTX = RequestContext(params={"limit": 10})
+KEYS = [f"homepage:{name}:limit=10:v1" for name in SECTION_NAMES]
+
+
+def _page(sections: dict[str, Any]) -> bytes:
+    return json.dumps(
+        {"sections": sections, "errors": [], "metadata": {"partialFailure": False}},
+        separators=(",", ":"),
+    ).encode()
+
+
+def _source(name: str) -> Any:
+    async def source(ctx: RequestContext) -> Any:
+        return VALUES[name]
+
+    return source
+
+
+async def run(quick: bool) -> list[Row]:
+    repeat, inner = (5, 2000) if quick else (11, 10000)
+    sections = [
+        Section(name=n, source=_source(n), cache=CachePolicy(fresh=3600)) for n in SECTION_NAMES
+    ]
+    async with Aggregator(sections, page="homepage") as agg:
+        await agg.fetch(CTX)
+
+        async def ours() -> bytes:
+            return (await agg.fetch(CTX)).to_json()
+
+        assert json.loads(await ours())["metadata"]["cache"] == dict.fromkeys(SECTION_NAMES, "HIT")
+        t_ours = await median_time(ours, repeat=repeat, inner=inner)
+
+    store = dict(zip(KEYS, VALUES.values(), strict=True))
+
+    def baseline() -> bytes:
+        return _page({n: store[k] for n, k in zip(SECTION_NAMES, KEYS, strict=True)})
+
+    t_base = sync_median_time(baseline, repeat=repeat, inner=inner)
+
+    cashews = CashewsCache()
+    cashews.setup("mem://")
+    for key, value in zip(KEYS, VALUES.values(), strict=True):
+        await cashews.set(key, value, expire=3600)
+
+    async def with_cashews() -> bytes:
+        values = await cashews.get_many(*KEYS)
+        return _page(dict(zip(SECTION_NAMES, values, strict=True)))
+
+    assert json.loads(await with_cashews())["sections"] == VALUES
+    t_cashews = await median_time(with_cashews, repeat=repeat, inner=inner)
+
+    aio = AioCache(AioCache.MEMORY)
+    await aio.multi_set(list(zip(KEYS, VALUES.values(), strict=True)), ttl=3600)
+
+    async def with_aiocache() -> bytes:
+        values = await aio.multi_get(KEYS)
+        return _page(dict(zip(SECTION_NAMES, values, strict=True)))
+
+    assert json.loads(await with_aiocache())["sections"] == VALUES
+    t_aio = await median_time(with_aiocache, repeat=repeat, inner=inner)
+    await aio.close()
+
+    return [
+        Row(
+            "warm page (memory): batchpage / (six dict reads + json.dumps)",
+            t_ours / t_base,
+            "<= 0.2",
+        ),
+        Row(
+            "warm page (memory): cashews get_many + json.dumps / batchpage",
+            t_cashews / t_ours,
+            ">= 5",
+        ),
+        Row(
+            "warm page (memory): aiocache multi_get + json.dumps / batchpage",
+            t_aio / t_ours,
+            ">= 5",
+        ),
+        Row("warm page (memory): batchpage per page", t_ours * 1e6, "(microseconds)", unit="us"),
+    ]
