@@ -11,7 +11,7 @@ import asyncio
 import inspect
 import logging
 import math
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
