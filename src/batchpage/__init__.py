@@ -23,6 +23,7 @@ from ._keys import KeyBuilder
 from ._memory import MemoryCache
 from ._policy import CachePolicy
 from ._result import CacheStatus, PageResult, SectionResult
+from ._rollout import Rollout
 from ._scope import Scope
 from ._section import NO_FALLBACK, Section, Source
 from ._serializer import JsonSerializer, Serializer
@@ -50,6 +51,7 @@ __all__ = [
     "MemoryCache",
     "PageResult",
     "RequestContext",
+    "Rollout",
     "Scope",
     "Section",
     "SectionError",
