@@ -300,3 +300,62 @@ def test_an_aggregator_can_serve_successive_event_loops() -> None:
             return (await agg.fetch()).status_code
 
     assert [anyio.run(once, backend=b) for b in ("asyncio", "trio", "asyncio")] == [200] * 3
+
+
+def test_fail_fast_cancels_the_rest_when_a_required_section_fails() -> None:
+    """With fail_fast, a failed required section ends the page at once: the rest is CANCELLED."""
+
+    async def run() -> None:
+        slow = Recorder(delay=0.5)
+        sections = [
+            Section(name="must", source=Recorder(delay=0.01, fail=True), required=True),
+            Section(name="slow", source=slow, fallback=[]),
+            Section(name="fast", source=Recorder("ok")),
+        ]
+        async with Aggregator(sections, fail_fast=True) as agg:
+            start = anyio.current_time()
+            page = await agg.fetch()
+            assert anyio.current_time() - start == pytest.approx(0.01)
+        codes = {e.section: e.code for e in page.errors}
+        assert codes == {"must": ErrorCode.SOURCE_ERROR, "slow": ErrorCode.CANCELLED}
+        assert page.sections == {"must": None, "slow": [], "fast": "ok"}
+        assert page.status_code == 503
+        assert page.errors[1].message == "cancelled: required section 'must' failed"
+
+    run_on_mock_clock(run)
+
+
+def test_without_fail_fast_every_section_finishes() -> None:
+    """By default a failed required section does not cut the others short."""
+
+    async def run() -> None:
+        sections = [
+            Section(name="must", source=Recorder(fail=True), required=True),
+            Section(name="slow", source=Recorder("late", delay=0.5)),
+        ]
+        async with Aggregator(sections) as agg:
+            page = await agg.fetch()
+        assert page.sections == {"must": None, "slow": "late"}
+
+    run_on_mock_clock(run)
+
+
+def test_stream_reports_sections_cut_off_by_shutdown_as_cancelled() -> None:
+    """Leaving the aggregator mid-stream gives the listener a CANCELLED entry per section."""
+
+    async def run() -> None:
+        sections = [
+            Section(name="fast", source=Recorder()),
+            Section(name="slow", source=Recorder(delay=10)),
+        ]
+        seen = []
+        async with Aggregator(sections) as agg:
+            stream = agg.stream()
+            seen.append(await stream.__anext__())
+        seen.extend([r async for r in stream])
+        assert [(r.name, r.error.code if r.error else None) for r in seen] == [
+            ("fast", None),
+            ("slow", ErrorCode.CANCELLED),
+        ]
+
+    run_on_mock_clock(run)

@@ -13,6 +13,7 @@ import anyio
 import anyio.abc
 import attrs
 import sniffio
+from anyio.streams.memory import MemoryObjectSendStream
 
 from ._breaker import CircuitBreaker
 from ._cache import Cache
@@ -77,6 +78,9 @@ class Aggregator:
     ``page_timeout`` (seconds) bounds the whole page: a section still running
     then is cancelled and reported as ``TIMEOUT_ERROR``. ``cache`` defaults to
     a :class:`MemoryCache` and is used only by sections with a ``CachePolicy``.
+    With ``fail_fast``, a required section that fails with nothing to stand
+    in cancels the sections still running (``CANCELLED``): the page is a 503
+    whatever they return, so their work would be wasted.
     """
 
     def __init__(
@@ -90,6 +94,7 @@ class Aggregator:
         executor: Executor | None = None,
         cache: Cache | None = None,
         serializer: Serializer | None = None,
+        fail_fast: bool = False,
     ) -> None:
         self.sections: dict[str, Section] = {}
         for section in sections:
@@ -108,6 +113,7 @@ class Aggregator:
         self.cache: Cache = cache if cache is not None else MemoryCache()
         self.serializer: Serializer = serializer if serializer is not None else JsonSerializer()
         self.stats = AggregatorStats()
+        self.fail_fast = fail_fast
         self._breakers = {
             s.name: CircuitBreaker(s.breaker, anyio.current_time)
             for s in self.sections.values()
@@ -221,8 +227,18 @@ class Aggregator:
         if pending:
             ctx = self._with_deadline(ctx, start)
             async with anyio.create_task_group() as tg:
+                stop = tg.cancel_scope if self.fail_fast else None
                 for section, key, old in pending:
-                    tg.start_soon(self._resolve, section, key, old, ctx, results)
+                    tg.start_soon(self._resolve, section, key, old, ctx, results, stop)
+            if len(results) < len(plan):  # fail-fast cancelled some sections
+                failed = next(
+                    (n for n in self._required if n in results and results[n].unavailable), "?"
+                )
+                for section, _, _ in pending:
+                    if section.name not in results:
+                        results[section.name] = self._cancelled(
+                            section, ctx, f"cancelled: required section {failed!r} failed"
+                        )
             results = {s.name: results[s.name] for s in plan}
         self.stats.pages += 1
         return PageResult(
@@ -265,7 +281,7 @@ class Aggregator:
         self,
         pending: list[tuple[Section, str | None, Entry | None]],
         ctx: RequestContext,
-        send: anyio.abc.ObjectSendStream[SectionResult],
+        send: MemoryObjectSendStream[SectionResult],
         *,
         task_status: anyio.abc.TaskStatus[anyio.CancelScope],
     ) -> None:
@@ -281,13 +297,27 @@ class Aggregator:
         key: str | None,
         old: Entry | None,
         ctx: RequestContext,
-        send: anyio.abc.ObjectSendStream[SectionResult],
+        send: MemoryObjectSendStream[SectionResult],
     ) -> None:
         results: dict[str, SectionResult] = {}
-        await self._resolve(section, key, old, ctx, results)
+        try:
+            await self._resolve(section, key, old, ctx, results)
+        except anyio.get_cancelled_exc_class():
+            # The aggregator is shutting down (or the consumer left): a listener
+            # still gets one entry per section.
+            with contextlib.suppress(
+                anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.WouldBlock
+            ):
+                send.send_nowait(self._cancelled(section, ctx, "cancelled: shutting down"))
+            raise
         # The consumer may have stopped listening.
         with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
             await send.send(results[section.name])
+
+    def _cancelled(self, section: Section, ctx: RequestContext, message: str) -> SectionResult:
+        error = SectionError(section.name, ErrorCode.CANCELLED, message)
+        status = CacheStatus.BYPASS if section.cache is None else CacheStatus.MISS
+        return self._result(section, Attempt(None, error, 0.0), None, None, status, ctx, 0.0)
 
     def _with_deadline(self, ctx: RequestContext, start: float) -> RequestContext:
         if self.page_timeout is None:
@@ -366,8 +396,13 @@ class Aggregator:
         old: Entry | None,
         ctx: RequestContext,
         results: dict[str, SectionResult],
+        stop: anyio.CancelScope | None = None,
     ) -> None:
-        """Fetch one section that the cache could not answer, and record it."""
+        """Fetch one section that the cache could not answer, and record it.
+
+        With ``stop`` (fail-fast), a required section that ends with nothing to
+        show cancels the rest of the page: it is a 503 whatever they return.
+        """
         start = self._now()
         if key is None:
             attempt = await self.executor.call(
@@ -399,6 +434,8 @@ class Aggregator:
         results[section.name] = self._result(
             section, attempt, payload, old, status, ctx, elapsed_ms
         )
+        if stop is not None and section.required and results[section.name].unavailable:
+            stop.cancel()
 
     def _result(
         self,

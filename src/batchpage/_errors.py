@@ -26,7 +26,7 @@ class ErrorCode(enum.StrEnum):
     SOURCE_ERROR = "SOURCE_ERROR"
     #: The section's circuit breaker is open: the source was not called.
     CIRCUIT_OPEN = "CIRCUIT_OPEN"
-    #: The section was cancelled because the page no longer needed it.
+    #: Cancelled because the page no longer needed it (fail-fast, shutdown).
     CANCELLED = "CANCELLED"
     #: The source answered with a value the serializer cannot encode.
     SERIALIZATION_ERROR = "SERIALIZATION_ERROR"
