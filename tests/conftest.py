@@ -40,3 +40,12 @@ class FakeClock:
 @pytest.fixture
 def fake_clock() -> FakeClock:
     return FakeClock()
+
+
+# A real redis-server for the Redis tests (tests/redis_server.py).
+from redis_server import (  # noqa: E402
+    _session_redis_server,  # noqa: F401
+    private_redis_server,  # noqa: F401
+    redis_server,  # noqa: F401
+    ticker,  # noqa: F401
+)

@@ -20,8 +20,10 @@ from ._errors import (
 )
 from ._executor import Attempt, Executor, ExecutorStats
 from ._keys import KeyBuilder
+from ._layered import LayeredCache, LayeredCacheStats
 from ._memory import MemoryCache
 from ._policy import CachePolicy
+from ._redis import RedisCache, RedisCacheStats
 from ._result import CacheStatus, PageResult, SectionResult
 from ._rollout import Rollout
 from ._scope import Scope
@@ -48,8 +50,12 @@ __all__ = [
     "Freshness",
     "JsonSerializer",
     "KeyBuilder",
+    "LayeredCache",
+    "LayeredCacheStats",
     "MemoryCache",
     "PageResult",
+    "RedisCache",
+    "RedisCacheStats",
     "RequestContext",
     "Rollout",
     "Scope",

@@ -1,0 +1,161 @@
+"""Memory in front of Redis: L1 answers a warm page, L2 shares entries between instances."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Self
+
+import anyio
+import anyio.abc
+import attrs
+
+from ._entry import Entry
+from ._memory import MemoryCache
+from ._redis import RedisCache
+
+
+@attrs.define
+class LayeredCacheStats:
+    """What the layers did for reads; each layer counts its own work too."""
+
+    memory_hits: int = 0  #: keys answered fresh from memory, without Redis
+    redis_reads: int = 0  #: ``get_many`` calls that went on to Redis
+    memory_fills: int = 0  #: Redis entries copied into memory
+    invalidations_received: int = 0  #: prefixes dropped on another instance's message
+    memory_flushes: int = 0  #: memory emptied after the subscription was lost
+
+
+class LayeredCache:
+    """An in-process :class:`MemoryCache` (L1) over a shared :class:`RedisCache` (L2).
+
+    Reads go to memory first; only keys that memory cannot answer fresh go
+    to Redis, in one ``MGET`` per page, and a Redis entry that beats
+    memory's is copied into memory. Writes and invalidations go to both;
+    locks are Redis's, because they elect one instance among many.
+
+    While entered, a listener on Redis pub/sub drops the memory entries
+    that other instances invalidate. Needs asyncio (redis-py's asyncio
+    client). Both layers should share one clock: ``clock`` is memory's.
+    """
+
+    def __init__(self, memory: MemoryCache, redis: RedisCache) -> None:
+        if not isinstance(memory, MemoryCache):
+            raise TypeError(f"memory must be a MemoryCache, not {memory!r}")
+        if not isinstance(redis, RedisCache):
+            raise TypeError(f"redis must be a RedisCache, not {redis!r}")
+        self.memory = memory
+        self.redis = redis
+        self.clock = memory.clock
+        self.stats = LayeredCacheStats()
+        # Bumped by every invalidation: a Redis read that started before one
+        # must not put what it read into memory.
+        self._generation = 0
+        self._tg: anyio.abc.TaskGroup | None = None
+
+    async def __aenter__(self) -> Self:
+        if self._tg is not None:
+            raise RuntimeError("this cache is already entered")
+        await self.memory.__aenter__()
+        await self.redis.__aenter__()
+        tg = anyio.create_task_group()
+        try:
+            await tg.__aenter__()
+            try:
+                await tg.start(self._listen)
+            except BaseException:
+                tg.cancel_scope.cancel()
+                await tg.__aexit__(None, None, None)
+                raise
+        except BaseException:
+            await self.redis.__aexit__(None, None, None)
+            await self.memory.__aexit__(None, None, None)
+            raise
+        self._tg = tg
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        tg, self._tg = self._tg, None
+        assert tg is not None
+        try:
+            tg.cancel_scope.cancel()  # the listener runs until told to stop
+            await tg.__aexit__(None, None, None)
+        finally:
+            try:
+                await self.redis.__aexit__(exc_type, exc, tb)
+            finally:
+                await self.memory.__aexit__(exc_type, exc, tb)
+
+    async def _listen(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        await self.redis.listen_invalidations(
+            self._on_invalidation, on_resubscribe=self._on_resubscribe, task_status=task_status
+        )
+
+    def _on_invalidation(self, prefix: str) -> None:
+        self._generation += 1
+        self.stats.invalidations_received += 1
+        if prefix:
+            self.memory.drop_prefix(prefix)
+
+    def _on_resubscribe(self) -> None:
+        # Invalidations sent while the subscription was down are lost; memory
+        # may hold any of the entries they named.
+        self._generation += 1
+        self.stats.memory_flushes += 1
+        self.memory.drop_prefix("")
+
+    async def get_many(self, keys: Sequence[str], /) -> list[Entry | None]:
+        """Memory's fresh entries; Redis, in one call, for the rest."""
+        entries = self.memory.get_many_now(keys)
+        now = self.clock()
+        wanted = [i for i, e in enumerate(entries) if e is None or now >= e.fresh_until]
+        self.stats.memory_hits += len(keys) - len(wanted)
+        if not wanted:
+            return entries
+        generation = self._generation
+        self.stats.redis_reads += 1
+        remote = await self.redis.get_many([keys[i] for i in wanted])
+        fill = generation == self._generation
+        now = self.clock()
+        for i, entry in zip(wanted, remote, strict=True):
+            if entry is None or entry.dead(now):
+                continue
+            local = entries[i]
+            if local is None or entry.fresh_until > local.fresh_until:
+                entries[i] = entry
+                if fill:
+                    self.memory.put(keys[i], entry)
+                    self.stats.memory_fills += 1
+        return entries
+
+    async def set(self, key: str, entry: Entry, /) -> None:
+        self.memory.put(key, entry)
+        await self.redis.set(key, entry)
+
+    async def invalidate(self, prefix: str, /) -> None:
+        """Drop ``prefix`` here and in Redis; Redis tells the other instances."""
+        self._generation += 1
+        self.memory.drop_prefix(prefix)
+        await self.redis.invalidate(prefix)
+
+    async def try_lock(self, key: str, ttl: float, /) -> str | None:
+        return await self.redis.try_lock(key, ttl)
+
+    async def unlock(self, key: str, token: str, /) -> None:
+        await self.redis.unlock(key, token)
+
+    async def wait_for(self, key: str, wait: float, /) -> Entry | None:
+        """Redis's wait; what another instance wrote is kept in memory too."""
+        generation = self._generation
+        entry = await self.redis.wait_for(key, wait)
+        if entry is not None and generation == self._generation:
+            self.memory.put(key, entry)
+        return entry
+
+    def __repr__(self) -> str:
+        return f"LayeredCache(memory={self.memory!r}, redis={self.redis!r})"
