@@ -1,0 +1,201 @@
+"""Django glue: a batch page from async views, and the lifespan Django's ASGI lacks.
+
+Thin wrappers over :mod:`batchpage.contrib.http`, which does the parsing,
+headers and streaming, so a Django view answers exactly as the FastAPI one::
+
+    async def homepage(request: HttpRequest) -> HttpResponseBase:
+        return await page_response(lifespan_state(request).endpoint, request)
+
+The aggregator owns background tasks and must outlive requests; Django's
+ASGI handler refuses the ``lifespan`` protocol that would give it a
+lifetime. :class:`Lifespan` wraps the Django ASGI application, runs an async
+context manager from server start-up to shutdown (in one task, as anyio's
+task groups require), and hands what it yields to every request.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+# Django ships no type information (django-stubs is not a dependency): its
+# classes are Any here, and subclassing them is marked below.
+from django.http import (  # type: ignore[import-untyped]
+    HttpRequest,
+    HttpResponse,
+    HttpResponseNotModified,
+    StreamingHttpResponse,
+)
+
+from batchpage import PageResult, Rollout
+from batchpage.contrib.http import PageEndpoint, PageRequest, Reply, StreamReply, rollout_reply
+
+__all__ = [
+    "ClosingStreamingHttpResponse",
+    "Lifespan",
+    "lifespan_state",
+    "page_response",
+    "render_page",
+    "rollout_response",
+    "stream_response",
+    "to_response",
+    "to_streaming_response",
+]
+
+logger = logging.getLogger("batchpage.contrib.django")
+
+ASGIScope = MutableMapping[str, Any]
+ASGIMessage = MutableMapping[str, Any]
+ASGIReceive = Callable[[], Awaitable[ASGIMessage]]
+ASGISend = Callable[[ASGIMessage], Awaitable[None]]
+ASGIApp = Callable[[ASGIScope, ASGIReceive, ASGISend], Awaitable[None]]
+
+STATE_KEY = "batchpage"
+
+
+def to_response(reply: Reply) -> HttpResponse:
+    """A Django response with the reply's status, headers and body."""
+    if reply.status == 304:
+        response = HttpResponseNotModified()
+    else:
+        response = HttpResponse(reply.body, status=reply.status)
+    for name, value in reply.headers:
+        response[name] = value
+    return response
+
+
+class ClosingStreamingHttpResponse(StreamingHttpResponse):  # type: ignore[misc]  # Any base
+    """A streaming response whose async iterator is closed however the response ends.
+
+    Django closes the wrapper it iterates, not the iterator inside it; closing
+    ours cancels the sources still running for that request at once.
+    """
+
+    def __init__(self, chunks: AsyncIterator[bytes], **kwargs: Any) -> None:
+        self._chunks = chunks
+        super().__init__(chunks, **kwargs)
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        chunks = self._chunks
+        try:
+            async for chunk in chunks:
+                yield chunk
+        finally:
+            aclose = getattr(chunks, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+
+def to_streaming_response(reply: StreamReply) -> ClosingStreamingHttpResponse:
+    """A streaming response sending the reply's chunks as they come."""
+    response = ClosingStreamingHttpResponse(reply.chunks, status=reply.status)
+    for name, value in reply.headers:
+        response[name] = value
+    return response
+
+
+def _query(request: HttpRequest) -> str:
+    query: str = request.META.get("QUERY_STRING", "")
+    return query
+
+
+def _if_none_match(request: HttpRequest) -> str | None:
+    value: str | None = request.headers.get("If-None-Match")
+    return value
+
+
+async def page_response(endpoint: PageEndpoint, request: HttpRequest) -> HttpResponse:
+    """The whole page view: validate the query, fetch, answer 200/304/400/503."""
+    reply = await endpoint.respond(_query(request), if_none_match=_if_none_match(request))
+    return to_response(reply)
+
+
+def render_page(
+    endpoint: PageEndpoint, page: PageResult, page_request: PageRequest, request: HttpRequest
+) -> HttpResponse:
+    """A page fetched by the caller, answered with every header (and 304 when it matches)."""
+    return to_response(endpoint.render(page, page_request, if_none_match=_if_none_match(request)))
+
+
+def stream_response(
+    endpoint: PageEndpoint, request: HttpRequest
+) -> HttpResponse | ClosingStreamingHttpResponse:
+    """The streaming view: NDJSON, one line per section as it completes (or a 400)."""
+    reply = endpoint.open_stream(_query(request))
+    if isinstance(reply, StreamReply):
+        return to_streaming_response(reply)
+    return to_response(reply)
+
+
+def rollout_response(rollout: Rollout, request: HttpRequest) -> HttpResponse:
+    """``GET /rollout?userId=...``: whether this user should use the batch page."""
+    return to_response(rollout_reply(rollout, _query(request)))
+
+
+# -- lifespan --------------------------------------------------------------
+
+
+class Lifespan:
+    """An ASGI application: ``app`` plus a lifespan that runs ``context``.
+
+    On ``lifespan.startup`` it enters ``context()``; what that yields is put
+    in every HTTP request's ``scope["state"][state_key]`` (read it with
+    :func:`lifespan_state`); on ``lifespan.shutdown`` it exits. Run it under
+    an ASGI server that speaks the lifespan protocol (uvicorn, hypercorn).
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        context: Callable[[], AbstractAsyncContextManager[Any]],
+        *,
+        state_key: str = STATE_KEY,
+    ) -> None:
+        self.app = app
+        self.context = context
+        self.state_key = state_key
+        self._state: dict[str, Any] | None = None
+
+    async def __call__(self, scope: ASGIScope, receive: ASGIReceive, send: ASGISend) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if self._state is not None and scope["type"] == "http":
+            scope = {**scope, "state": {**scope.get("state", {}), **self._state}}
+        await self.app(scope, receive, send)
+
+    async def _lifespan(self, receive: ASGIReceive, send: ASGISend) -> None:
+        message = await receive()
+        if message["type"] != "lifespan.startup":
+            return
+        started = False
+        try:
+            async with self.context() as value:
+                self._state = {self.state_key: value}
+                await send({"type": "lifespan.startup.complete"})
+                started = True
+                while (await receive())["type"] != "lifespan.shutdown":
+                    pass
+                self._state = None
+        except Exception as exc:
+            logger.exception("lifespan %s failed", "shutdown" if started else "startup")
+            failed = "lifespan.shutdown.failed" if started else "lifespan.startup.failed"
+            await send({"type": failed, "message": type(exc).__name__})
+            return
+        finally:
+            self._state = None
+        await send({"type": "lifespan.shutdown.complete"})
+
+
+def lifespan_state(request: HttpRequest, key: str = STATE_KEY) -> Any:
+    """What :class:`Lifespan`'s context yielded, from a request it served."""
+    scope = getattr(request, "scope", None) or {}
+    state = scope.get("state") or {}
+    if key not in state:
+        raise RuntimeError(
+            f"no {key!r} in the request's lifespan state: serve the app wrapped in "
+            "batchpage.contrib.django.Lifespan under an ASGI server with lifespan on"
+        )
+    return state[key]

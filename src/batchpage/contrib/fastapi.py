@@ -1,0 +1,98 @@
+"""FastAPI (and plain Starlette) glue: a batch page as a route in a few lines.
+
+Thin wrappers over :mod:`batchpage.contrib.http`, which does the parsing,
+headers and streaming; importing this module needs Starlette (FastAPI's
+base), nothing else::
+
+    endpoint = PageEndpoint(aggregator)
+
+    @app.get("/homepage")
+    async def homepage(request: Request) -> Response:
+        return await page_response(endpoint, request)
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import anyio
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from batchpage import PageResult, Rollout
+from batchpage.contrib.http import PageEndpoint, PageRequest, Reply, StreamReply, rollout_reply
+
+__all__ = [
+    "ClosingStreamingResponse",
+    "page_response",
+    "render_page",
+    "rollout_response",
+    "stream_response",
+    "to_response",
+    "to_streaming_response",
+]
+
+
+def to_response(reply: Reply) -> Response:
+    """A Starlette response with the reply's status, headers and body."""
+    return Response(reply.body, status_code=reply.status, headers=dict(reply.headers))
+
+
+class ClosingStreamingResponse(StreamingResponse):
+    """A streaming response that closes its iterator however the response ends.
+
+    Starlette abandons the iterator when the client goes away; closing it
+    here cancels the sources still running for that request at once,
+    rather than whenever the generator is garbage-collected.
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            aclose = getattr(self.body_iterator, "aclose", None)
+            if aclose is not None:
+                with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                    await aclose()
+
+
+def to_streaming_response(reply: StreamReply) -> ClosingStreamingResponse:
+    """A streaming response sending the reply's chunks as they come."""
+    return ClosingStreamingResponse(
+        reply.chunks, status_code=reply.status, headers=dict(reply.headers)
+    )
+
+
+def _query(request: Request) -> bytes:
+    query: bytes = request.scope.get("query_string", b"")
+    return query
+
+
+async def page_response(endpoint: PageEndpoint, request: Request) -> Response:
+    """The whole page handler: validate the query, fetch, answer 200/304/400/503."""
+    reply = await endpoint.respond(
+        _query(request), if_none_match=request.headers.get("if-none-match")
+    )
+    return to_response(reply)
+
+
+def render_page(
+    endpoint: PageEndpoint, page: PageResult, page_request: PageRequest, request: Request
+) -> Response:
+    """A page fetched by the caller, answered with every header (and 304 when it matches)."""
+    reply = endpoint.render(page, page_request, if_none_match=request.headers.get("if-none-match"))
+    return to_response(reply)
+
+
+def stream_response(endpoint: PageEndpoint, request: Request) -> Response:
+    """The streaming handler: NDJSON, one line per section as it completes (or a 400)."""
+    reply = endpoint.open_stream(_query(request))
+    if isinstance(reply, StreamReply):
+        return to_streaming_response(reply)
+    return to_response(reply)
+
+
+def rollout_response(rollout: Rollout, request: Request) -> Response:
+    """``GET /rollout?userId=...``: whether this user should use the batch page."""
+    return to_response(rollout_reply(rollout, _query(request)))

@@ -1,0 +1,511 @@
+"""The framework-neutral HTTP adapter: parsing, headers, ETag and 304, NDJSON.
+
+These run in-process, on asyncio and trio; the real servers are in
+``test_apps_http.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import anyio
+import pytest
+
+from batchpage import (
+    Aggregator,
+    CachePolicy,
+    PageResult,
+    RequestContext,
+    Rollout,
+    Scope,
+    Section,
+)
+from batchpage.contrib.http import (
+    PageEndpoint,
+    PageRequest,
+    Reply,
+    RequestError,
+    StreamReply,
+    error_reply,
+    if_none_match_matches,
+    page_etag,
+    parse_limit,
+    parse_query,
+    parse_sections,
+    parse_user_id,
+    rollout_reply,
+    server_timing,
+)
+from helpers import Recorder, run_on_mock_clock
+
+pytestmark = pytest.mark.anyio
+
+NAMES = ("featuredProducts", "newArrivals", "featuredEvents")
+LIMIT_MESSAGE = "limit must be an integer between 1 and 50"
+
+
+def sections(**overrides: Recorder) -> list[Section]:
+    """Three sections; featuredProducts is personal, the others global."""
+    return [
+        Section(
+            name=name,
+            source=overrides.get(name, Recorder([name])),
+            scope=Scope.USER if name == "featuredProducts" else Scope.GLOBAL,
+            cache=CachePolicy(fresh=60),
+            timeout=5,
+        )
+        for name in NAMES
+    ]
+
+
+def endpoint_for(agg: Aggregator) -> PageEndpoint:
+    return PageEndpoint(agg)
+
+
+def body(reply: Reply) -> Any:
+    return json.loads(reply.body)
+
+
+# -- parsing ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("raw", "limit"), [(None, 10), ("1", 1), ("10", 10), ("50", 50)])
+def test_limit_accepts_1_to_50_and_defaults_to_10(raw: str | None, limit: int) -> None:
+    """A missing limit is 10; 1 to 50 pass as integers."""
+    assert parse_limit(raw) == limit
+
+
+@pytest.mark.parametrize(
+    "raw", ["0", "-1", "51", "100", "abc", "1.5", "", " 5", "+5", "05", "1e1", "٣", "9" * 400]
+)
+def test_limit_rejects_everything_else(raw: str) -> None:
+    """Zero, negatives, over 50, non-numbers and odd spellings are a limit error."""
+    with pytest.raises(RequestError) as caught:
+        parse_limit(raw)
+    assert (caught.value.field, caught.value.message) == ("limit", LIMIT_MESSAGE)
+
+
+@pytest.mark.parametrize("raw", [None, "u1", "a" * 128, "user.name@example-1_x"])
+def test_user_id_accepts_safe_ids_up_to_128(raw: str | None) -> None:
+    """Missing is anonymous; 1 to 128 safe characters pass unchanged."""
+    assert parse_user_id(raw) == raw
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ("", "userId must not be empty"),
+        ("a" * 129, "userId must be at most 128 characters"),
+        ("a\x01b", "userId may hold only"),
+        ("a\nb", "userId may hold only"),
+        ("a:b", "userId may hold only"),
+        ("a*", "userId may hold only"),
+        ("a b", "userId may hold only"),
+        ("é", "userId may hold only"),
+    ],
+)
+def test_user_id_rejects_bad_ids(raw: str, message: str) -> None:
+    """Empty, over-long, control characters, ':' and '*' are a userId error."""
+    with pytest.raises(RequestError, match=message) as caught:
+        parse_user_id(raw)
+    assert caught.value.field == "userId"
+
+
+def test_sections_keep_the_page_order() -> None:
+    """A section list comes back in the page's order, whatever the query's."""
+    assert parse_sections("newArrivals,featuredProducts", NAMES) == (
+        "featuredProducts",
+        "newArrivals",
+    )
+    assert parse_sections(None, NAMES) is None
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ("", "at least one section"),
+        ("nope", "comma-separated list of: featuredProducts, newArrivals, featuredEvents"),
+        ("newArrivals,", "comma-separated list"),
+        ("newArrivals, featuredEvents", "comma-separated list"),
+        ("newArrivals,newArrivals", "must not name a section twice"),
+    ],
+)
+def test_sections_reject_unknown_empty_and_repeated(raw: str, message: str) -> None:
+    """Unknown, empty or repeated names are a sections error that echoes no input."""
+    with pytest.raises(RequestError, match=message) as caught:
+        parse_sections(raw, NAMES)
+    assert caught.value.field == "sections"
+    assert "nope" not in caught.value.message
+
+
+def test_query_decodes_percent_escapes() -> None:
+    """Parameters are percent-decoded as UTF-8; blank values are kept."""
+    assert parse_query(b"userId=a%3Ab&limit=&x") == {"userId": "a:b", "limit": "", "x": ""}
+
+
+def test_query_rejects_a_repeated_parameter() -> None:
+    """limit=1&limit=2 is an error: which one would count?"""
+    with pytest.raises(RequestError, match="limit must be given once") as caught:
+        parse_query("limit=1&limit=2")
+    assert caught.value.field == "limit"
+
+
+@pytest.mark.parametrize("raw", [b"userId=%ff", "userId=%C3", b"userId=\xc3\xa9"])
+def test_query_must_be_utf8(raw: str | bytes) -> None:
+    """A query that is not (percent-encoded) UTF-8 is a query error."""
+    with pytest.raises(RequestError) as caught:
+        parse_query(raw)
+    assert caught.value.field == "query"
+
+
+def test_query_with_too_many_parameters_is_refused() -> None:
+    """A page request has a handful of parameters, not hundreds."""
+    with pytest.raises(RequestError, match="at most 16 parameters") as caught:
+        parse_query("&".join(f"p{i}=1" for i in range(200)))
+    assert caught.value.field == "query"
+
+
+def test_error_reply_is_400_json_naming_the_field() -> None:
+    """Bad input answers 400 with {"error": {"field", "message"}}, never cached."""
+    reply = error_reply(RequestError("limit", LIMIT_MESSAGE))
+    assert reply.status == 400
+    assert reply.header("content-type") == "application/json"
+    assert reply.header("cache-control") == "no-store"
+    assert body(reply) == {"error": {"field": "limit", "message": LIMIT_MESSAGE}}
+
+
+async def test_parse_builds_the_context_sources_see() -> None:
+    """A valid query becomes a RequestContext with only the validated limit."""
+    endpoint = endpoint_for(Aggregator(sections()))
+    request = endpoint.parse(b"userId=u1&limit=5&sections=newArrivals&utm=x")
+    assert request == PageRequest(
+        RequestContext(user_id="u1", params={"limit": 5}), ("newArrivals",)
+    )
+    assert endpoint.parse(b"sections=featuredEvents,newArrivals,featuredProducts").sections is None
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"default_limit": 60}, ValueError),
+        ({"max_limit": 0}, ValueError),
+        ({"max_age": -1}, ValueError),
+        ({"retry_after": 1.5}, TypeError),
+        ({"stale_while_revalidate": True}, TypeError),
+    ],
+)
+def test_endpoint_configuration_is_checked(kwargs: dict[str, Any], error: type[Exception]) -> None:
+    """Bad endpoint settings fail at construction, naming the setting."""
+    with pytest.raises(error, match=next(iter(kwargs))):
+        PageEndpoint(Aggregator(sections()), **kwargs)
+
+
+# -- ETag and If-None-Match -------------------------------------------------
+
+
+async def test_etag_ignores_metadata() -> None:
+    """Two fetches of the same content (one MISS, one HIT) share an ETag."""
+    async with Aggregator(sections()) as agg:
+        first = await agg.fetch()
+        second = await agg.fetch()
+    assert first.metadata["cache"] != second.metadata["cache"]
+    assert page_etag(first) == page_etag(second)
+    assert page_etag(first).startswith('W/"')
+
+
+async def test_etag_follows_content_and_errors() -> None:
+    """Different section bytes, or an error, give a different ETag."""
+    async with Aggregator(sections()) as agg:
+        small = await agg.fetch(RequestContext(params={"limit": 1}))
+    async with Aggregator(sections(newArrivals=Recorder(["other"]))) as agg:
+        other = await agg.fetch(RequestContext(params={"limit": 1}))
+    async with Aggregator(sections(newArrivals=Recorder(fail=True))) as agg:
+        failed = await agg.fetch(RequestContext(params={"limit": 1}))
+    assert len({page_etag(small), page_etag(other), page_etag(failed)}) == 3
+
+
+@pytest.mark.parametrize(
+    ("header", "matches"),
+    [
+        ('W/"abc"', True),
+        ('"abc"', True),
+        ('"x", W/"abc"', True),
+        ("*", True),
+        (" * ", True),
+        ('W/"abd"', False),
+        ('"x","y"', False),
+        ("abc", False),
+        ("", False),
+        (None, False),
+    ],
+)
+def test_if_none_match_uses_weak_comparison(header: str | None, matches: bool) -> None:
+    """A listed tag matches with or without W/; '*' matches anything."""
+    assert if_none_match_matches(header, 'W/"abc"') is matches
+
+
+# -- rendering -------------------------------------------------------------
+
+
+async def fetch_and_render(
+    query: bytes = b"",
+    *,
+    if_none_match: str | None = None,
+    overrides: dict[str, Recorder] | None = None,
+) -> Reply:
+    async with Aggregator(sections(**(overrides or {}))) as agg:
+        return await PageEndpoint(agg).respond(query, if_none_match=if_none_match)
+
+
+async def test_anonymous_page_is_public_with_stale_while_revalidate() -> None:
+    """An anonymous page may sit in a CDN for a minute and be revalidated late."""
+    reply = await fetch_and_render()
+    assert reply.status == 200
+    assert reply.header("cache-control") == "public, max-age=60, stale-while-revalidate=120"
+    assert reply.header("content-type") == "application/json"
+    assert reply.header("content-length") == str(len(reply.body))
+    assert set(body(reply)) == {"sections", "errors", "metadata"}
+
+
+async def test_personal_page_is_never_public() -> None:
+    """A user's page with a personal section is private and not stored."""
+    reply = await fetch_and_render(b"userId=u1")
+    assert reply.header("cache-control") == "private, no-store"
+
+
+async def test_user_page_of_global_sections_is_public() -> None:
+    """A user id with only global sections asked for gives the public page."""
+    reply = await fetch_and_render(b"userId=u1&sections=newArrivals")
+    assert (reply.header("cache-control") or "").startswith("public")
+
+
+async def test_partial_page_is_kept_briefly() -> None:
+    """A page with a failed section is cached for seconds, not a minute."""
+    reply = await fetch_and_render(overrides={"newArrivals": Recorder(fail=True)})
+    assert reply.status == 200
+    assert reply.header("cache-control") == "public, max-age=5"
+    assert body(reply)["metadata"]["partialFailure"] is True
+
+
+async def test_all_failed_is_503_with_retry_after_never_cached() -> None:
+    """Nothing to show: 503, Retry-After, no-store, and the same JSON shape."""
+    failing = {name: Recorder(fail=True) for name in NAMES}
+    reply = await fetch_and_render(overrides=failing, if_none_match="*")
+    assert reply.status == 503
+    assert reply.header("retry-after") == "5"
+    assert reply.header("cache-control") == "no-store"
+    assert [e["section"] for e in body(reply)["errors"]] == list(NAMES)
+
+
+async def test_matching_etag_gives_304_without_body() -> None:
+    """If-None-Match with the page's ETag answers 304 and no body."""
+    first = await fetch_and_render()
+    etag = first.header("etag")
+    again = await fetch_and_render(if_none_match=etag)
+    assert again.status == 304
+    assert again.body == b""
+    assert again.header("etag") == etag
+    assert again.header("content-type") is None
+    assert again.header("cache-control") == first.header("cache-control")
+
+
+async def test_other_etag_gives_200() -> None:
+    """If-None-Match with another tag gets the full page."""
+    reply = await fetch_and_render(if_none_match='W/"0000"')
+    assert reply.status == 200
+    assert reply.body
+
+
+async def test_bad_query_answers_400_before_any_source_runs() -> None:
+    """Bad input never reaches a source."""
+    recorder = Recorder(["x"])
+    reply = await fetch_and_render(b"limit=0", overrides={"newArrivals": recorder})
+    assert reply.status == 400
+    assert body(reply)["error"]["field"] == "limit"
+    assert recorder.calls == 0
+
+
+async def test_server_timing_lists_every_section_and_the_total() -> None:
+    """Server-Timing has name;dur=...;desc="<cache>" per section, then total."""
+    async with Aggregator(sections()) as agg:
+        page = await agg.fetch()
+    entries = [e.strip() for e in server_timing(page).split(",")]
+    assert [e.split(";")[0] for e in entries] == [*NAMES, "total"]
+    assert all(';desc="MISS"' in e for e in entries[:-1])
+    assert all(";dur=" in e for e in entries)
+
+
+async def test_render_of_a_page_fetched_elsewhere() -> None:
+    """render() answers a PageResult the caller fetched itself."""
+    async with Aggregator(sections()) as agg:
+        endpoint = PageEndpoint(agg)
+        request = endpoint.parse(b"limit=3")
+        page: PageResult = await agg.fetch(request.context)
+    reply = endpoint.render(page, request)
+    assert json.loads(reply.body)["sections"] == page.sections
+
+
+# -- streaming -------------------------------------------------------------
+
+
+async def collect(stream: AsyncIterator[bytes]) -> list[dict[str, Any]]:
+    return [json.loads(chunk) async for chunk in stream]
+
+
+def test_stream_sends_the_fastest_section_first() -> None:
+    """NDJSON lines come in completion order, then one metadata line."""
+
+    async def run() -> list[dict[str, Any]]:
+        slow = {
+            "featuredProducts": Recorder(["p"], delay=0.3),
+            "newArrivals": Recorder(["n"], delay=0.1),
+            "featuredEvents": Recorder(["e"], delay=0.2),
+        }
+        async with Aggregator(sections(**slow)) as agg:
+            reply = PageEndpoint(agg).open_stream(b"limit=2")
+            assert isinstance(reply, StreamReply)
+            return await collect(reply.chunks)
+
+    lines = run_on_mock_clock(run)
+    assert [line.get("section") for line in lines] == [
+        "newArrivals",
+        "featuredEvents",
+        "featuredProducts",
+        None,
+    ]
+    assert lines[0] == {
+        "section": "newArrivals",
+        "data": ["n"],
+        "error": None,
+        "cache": "MISS",
+        "timingMs": lines[0]["timingMs"],
+    }
+    last = lines[-1]
+    assert last["status"] == 200
+    assert last["errors"] == []
+    assert list(last["metadata"]["cache"]) == list(NAMES)  # the page's order
+
+
+async def test_stream_reports_errors_in_lines_and_status_at_the_end() -> None:
+    """A failed section's line carries its error; the last line the 503."""
+    failing = {name: Recorder(fail=True) for name in NAMES}
+    async with Aggregator(sections(**failing)) as agg:
+        reply = PageEndpoint(agg).open_stream(b"")
+        assert isinstance(reply, StreamReply)
+        lines = await collect(reply.chunks)
+    assert {line["error"]["code"] for line in lines[:-1]} == {"SOURCE_ERROR"}
+    assert lines[-1]["status"] == 503
+
+
+async def test_stream_headers_say_ndjson_never_cached() -> None:
+    """The stream is application/x-ndjson, no-store, unbuffered by proxies."""
+    async with Aggregator(sections()) as agg:
+        reply = PageEndpoint(agg).open_stream(b"")
+        assert isinstance(reply, StreamReply)
+        await collect(reply.chunks)
+    headers = dict(reply.headers)
+    assert headers["Content-Type"] == "application/x-ndjson"
+    assert headers["Cache-Control"] == "no-store"
+    assert headers["X-Accel-Buffering"] == "no"
+
+
+async def test_stream_with_bad_query_is_a_400_reply() -> None:
+    """A bad stream request is answered like a bad page request."""
+    async with Aggregator(sections()) as agg:
+        reply = PageEndpoint(agg).open_stream(b"sections=nope")
+    assert isinstance(reply, Reply)
+    assert reply.status == 400
+    assert body(reply)["error"]["field"] == "sections"
+
+
+def test_closing_the_stream_early_cancels_running_sources() -> None:
+    """A client that leaves after the first line stops the slow sources."""
+    cancelled: list[str] = []
+
+    class Slow(Recorder):
+        async def __call__(self, ctx: RequestContext) -> Any:
+            try:
+                return await super().__call__(ctx)
+            except anyio.get_cancelled_exc_class():
+                cancelled.append("slow")
+                raise
+
+    async def run() -> None:
+        overrides = {
+            "featuredProducts": Slow(["p"], delay=60),
+            "featuredEvents": Slow(["e"], delay=60),
+        }
+        async with Aggregator(sections(**overrides)) as agg:
+            reply = PageEndpoint(agg).open_stream(b"")
+            assert isinstance(reply, StreamReply)
+            chunks = reply.chunks
+            first = await chunks.__anext__()
+            assert json.loads(first)["section"] == "newArrivals"
+            await chunks.aclose()
+            await anyio.sleep(1)  # virtual: lets the cancelled tasks run
+            assert sorted(cancelled) == ["slow", "slow"]
+
+    run_on_mock_clock(run)
+
+
+# -- rollout ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("percentage", "use_batch"), [(100, True), (0, False)])
+def test_rollout_reply_says_which_path(percentage: float, use_batch: bool) -> None:
+    """/rollout answers the decision in the body and the X-Batch-Rollout header."""
+    reply = rollout_reply(Rollout(percentage), b"userId=u7")
+    assert reply.status == 200
+    assert body(reply) == {
+        "userId": "u7",
+        "useBatch": use_batch,
+        "percentage": float(percentage),
+        "enabled": True,
+    }
+    assert reply.header("x-batch-rollout") == ("batch" if use_batch else "legacy")
+    assert reply.header("cache-control") == "private, no-store"
+
+
+def test_rollout_reply_validates_the_user_id() -> None:
+    """A malformed userId is the same 400 as on the page."""
+    reply = rollout_reply(Rollout(50), b"userId=a%3Ab")
+    assert reply.status == 400
+    assert body(reply)["error"]["field"] == "userId"
+
+
+# -- imports ---------------------------------------------------------------
+
+
+def imported_after(module: str) -> Sequence[str]:
+    code = (
+        f"import sys, {module}; "
+        "print(','.join(m for m in ('fastapi','django','starlette') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return [m for m in out.stdout.strip().split(",") if m]
+
+
+def test_neutral_adapter_imports_no_framework() -> None:
+    """batchpage.contrib.http works without FastAPI or Django installed."""
+    assert imported_after("batchpage.contrib.http") == []
+
+
+def test_fastapi_adapter_needs_only_starlette() -> None:
+    """batchpage.contrib.fastapi pulls in Starlette, not Django."""
+    assert imported_after("batchpage.contrib.fastapi") == ["starlette"]
+
+
+def test_fastapi_304_has_no_body_or_content_type() -> None:
+    """The Starlette response of a 304 carries the tags and no body."""
+    from batchpage.contrib.fastapi import to_response
+
+    response = to_response(Reply(304, (("ETag", 'W/"a"'), ("Cache-Control", "no-store"))))
+    assert response.status_code == 304
+    assert response.body == b""
+    assert response.headers["etag"] == 'W/"a"'
+    assert "content-type" not in response.headers
+    assert "content-length" not in response.headers
