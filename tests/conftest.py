@@ -49,3 +49,6 @@ from redis_server import (  # noqa: E402
     redis_server,  # noqa: F401
     ticker,  # noqa: F401
 )
+
+# The homepage's MongoDB (tests/mongo_server.py): the ``homepage_mongo`` fixture.
+pytest_plugins = ["mongo_server"]
