@@ -1,0 +1,4 @@
+"""The homepage on FastAPI: ``create_app()`` in :mod:`.app`.
+
+Run it with ``python -m examples.serve``.
+"""

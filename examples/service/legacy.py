@@ -1,0 +1,92 @@
+"""The six legacy endpoints: one query each, as the homepage worked before the batch.
+
+They stay for the rollout (users not yet on the batch page call them) and
+for comparison. Each answers ``{"data": [...]}`` with the same query and the
+same validation (``limit``, ``userId``) as the batch page, so both apps'
+legacy endpoints answer alike.
+
+``/offers`` serves two of them, chosen by ``featured=true`` or
+``flashSale=true`` (exactly one).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+import anyio
+
+from batchpage.contrib.http import (
+    Reply,
+    RequestError,
+    error_reply,
+    json_reply,
+    parse_limit,
+    parse_query,
+    parse_user_id,
+)
+from examples.homepage.mongo import Database
+from examples.homepage.sources import LegacyQuery
+
+logger = logging.getLogger("examples.service")
+
+#: The path of each legacy section (``/offers`` serves two).
+PATHS: Mapping[str, str] = {
+    "featuredProducts": "/products/featured",
+    "newArrivals": "/products/new-arrivals",
+    "featuredStores": "/stores/featured",
+    "featuredEvents": "/events/featured",
+}
+
+_PUBLIC = "public, max-age=60, stale-while-revalidate=120"
+_OFFERS = "give exactly one of featured=true or flashSale=true"
+
+
+def offers_section(params: Mapping[str, str]) -> str:
+    """Which section ``/offers`` serves: ``featuredOffers`` or ``flashSales``."""
+    featured = params.get("featured")
+    flash = params.get("flashSale")
+    if featured is not None and featured != "true":
+        raise RequestError("featured", _OFFERS)
+    if flash is not None and flash != "true":
+        raise RequestError("flashSale", _OFFERS)
+    if (featured is None) == (flash is None):
+        raise RequestError("featured", _OFFERS)
+    return "featuredOffers" if featured else "flashSales"
+
+
+async def legacy_reply(
+    db: Database,
+    queries: Mapping[str, LegacyQuery],
+    name: str | None,
+    query: str | bytes,
+    *,
+    time_limit: float,
+) -> Reply:
+    """Answer one legacy call; ``name=None`` is ``/offers``, chosen by its query."""
+    try:
+        params = parse_query(query)
+        if name is None:
+            name = offers_section(params)
+        limit = parse_limit(params.get("limit"))
+        user_id = parse_user_id(params.get("userId"))
+    except RequestError as error:
+        return error_reply(error)
+    try:
+        with anyio.fail_after(time_limit):
+            data = await queries[name](db, limit, user_id)
+    except TimeoutError:
+        logger.warning("legacy %s: timed out after %s s", name, time_limit)
+        return _unavailable(name, "TIMEOUT_ERROR", f"timed out after {time_limit * 1000:.0f} ms")
+    except Exception:
+        logger.exception("legacy %s: the query failed", name)
+        return _unavailable(name, "SOURCE_ERROR", "the source failed")
+    personal = name == "featuredProducts" and user_id is not None
+    return json_reply(
+        200, {"data": data}, cache_control="private, no-store" if personal else _PUBLIC
+    )
+
+
+def _unavailable(name: str, code: str, message: str) -> Reply:
+    reply = json_reply(503, {"error": {"section": name, "code": code, "message": message}})
+    return Reply(reply.status, (*reply.headers, ("Retry-After", "5")), reply.body)

@@ -1,0 +1,120 @@
+"""The homepage service's lifetime: everything a server holds from start-up to shutdown.
+
+:func:`running` is an async context manager; the FastAPI app enters it in
+its lifespan, the Django app in :class:`batchpage.contrib.django.Lifespan`.
+On the way in it starts (or connects to) MongoDB, seeds the embedded
+database, builds the six sections (with any injected faults), enters the
+aggregator (whose task group owns the stale-while-revalidate refreshes)
+and, with Redis, starts polling the rollout key; on the way out it undoes
+all of that in reverse order.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager
+from datetime import datetime
+
+import anyio
+import attrs
+
+from batchpage import Aggregator, Cache, LayeredCache, MemoryCache, RedisCache, Rollout
+from batchpage.contrib.http import PageEndpoint, Reply
+from examples.homepage.data import seed
+from examples.homepage.mongo import Database, EmbeddedMongo, connect
+from examples.homepage.sources import (
+    SECTION_NAMES,
+    LegacyQuery,
+    build_sections,
+    legacy_queries,
+    utc_now,
+)
+
+from .faults import apply_faults, parse_faults
+from .legacy import legacy_reply
+from .rollout_feed import RolloutFeed
+from .settings import Settings
+
+logger = logging.getLogger("examples.service")
+
+#: The legacy endpoints had no timeout of their own; this only stops a hung request.
+LEGACY_TIMEOUT = 5.0
+
+
+@attrs.frozen
+class Homepage:
+    """The running service: what a request handler needs."""
+
+    settings: Settings
+    db: Database
+    aggregator: Aggregator
+    endpoint: PageEndpoint
+    rollout: Rollout
+    legacy_queries: Mapping[str, LegacyQuery]
+
+    async def legacy(self, name: str | None, query: str | bytes) -> Reply:
+        """A legacy endpoint's reply (``name=None``: ``/offers``)."""
+        return await legacy_reply(
+            self.db, self.legacy_queries, name, query, time_limit=LEGACY_TIMEOUT
+        )
+
+
+def _clock(now: datetime | None) -> Callable[[], datetime]:
+    if now is None:
+        return utc_now
+    return lambda: now
+
+
+@asynccontextmanager
+async def running(settings: Settings) -> AsyncIterator[Homepage]:
+    """Start the service for the block's duration; stop everything after it."""
+    faults = parse_faults(settings.faults, SECTION_NAMES)  # a typo fails start-up, not a request
+    async with AsyncExitStack() as stack:
+        url = settings.mongodb_url
+        if url is None:
+            server = await stack.enter_async_context(EmbeddedMongo())
+            url = server.url
+            logger.info("started an embedded MongoDB (nx-27017) at %s", url)
+        client = connect(url)
+        stack.push_async_callback(client.close)
+        db = client[settings.db_name]
+        if settings.seeds:
+            summary = await seed(db, products=settings.products, now=settings.now)
+            logger.info("seeded %s: %s", settings.db_name, summary)
+        clock = _clock(settings.now)
+        sections = apply_faults(
+            build_sections(db, now=clock, timeout=settings.section_timeout), faults
+        )
+        cache: Cache | None = None
+        if settings.redis_url:
+            cache = LayeredCache(MemoryCache(), RedisCache.from_url(settings.redis_url))
+        aggregator = await stack.enter_async_context(
+            Aggregator(sections, page="homepage", page_timeout=settings.page_timeout, cache=cache)
+        )
+        rollout = Rollout(settings.rollout_percent, salt=settings.rollout_salt)
+        if settings.redis_url:
+            await _follow_rollout(stack, rollout, settings)
+        yield Homepage(
+            settings=settings,
+            db=db,
+            aggregator=aggregator,
+            endpoint=PageEndpoint(aggregator),
+            rollout=rollout,
+            legacy_queries=legacy_queries(now=clock),
+        )
+
+
+async def _follow_rollout(stack: AsyncExitStack, rollout: Rollout, settings: Settings) -> None:
+    import redis.asyncio
+
+    assert settings.redis_url is not None
+    client = redis.asyncio.Redis.from_url(
+        settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0
+    )
+    stack.push_async_callback(client.aclose)
+    feed = RolloutFeed(rollout, client, key=settings.rollout_key, interval=settings.rollout_poll)
+    await feed.poll_once()  # a rollback already in Redis applies before the first request
+    tg = await stack.enter_async_context(anyio.create_task_group())
+    stack.callback(tg.cancel_scope.cancel)  # runs before the task group waits for the poller
+    tg.start_soon(feed.run)
