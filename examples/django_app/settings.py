@@ -1,0 +1,52 @@
+"""Django settings of the homepage example: a project with no database, no apps, no middleware.
+
+The homepage's own settings are ordinary Django settings, each defaulting
+to the environment variable the FastAPI app reads (see
+:mod:`examples.service.settings`), so one environment configures both apps.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+
+from examples.service.settings import DEFAULT_ROLLOUT_KEY, Settings
+
+_ENV = Settings.from_env(os.environ)  # parses and validates the environment once
+
+# -- Django ---------------------------------------------------------------
+
+DEBUG = False
+# No sessions, no signed cookies: a per-process key is enough unless one is given.
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY") or secrets.token_urlsafe(50)
+ALLOWED_HOSTS = ["127.0.0.1", "localhost", "[::1]"]
+ROOT_URLCONF = "examples.django_app.urls"
+INSTALLED_APPS: list[str] = []
+MIDDLEWARE: list[str] = []
+DATABASES: dict[str, dict[str, str]] = {}
+USE_TZ = True
+TIME_ZONE = "UTC"
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {
+        "examples.service": {"handlers": ["console"], "level": "INFO"},
+        "batchpage": {"handlers": ["console"], "level": "WARNING"},
+    },
+}
+
+# -- the homepage (read by examples.django_app.asgi) -------------------------
+
+MONGODB_URL: str | None = _ENV.mongodb_url  #: None: an embedded nx-27017
+REDIS_URL: str | None = _ENV.redis_url  #: None: memory cache only
+HOMEPAGE_DB: str = _ENV.db_name
+HOMEPAGE_SEED: bool | None = _ENV.seed  #: None: seed the embedded database only
+HOMEPAGE_PRODUCTS: int = _ENV.products
+HOMEPAGE_PAGE_TIMEOUT: float = _ENV.page_timeout  #: seconds
+HOMEPAGE_SECTION_TIMEOUT: float = _ENV.section_timeout  #: seconds
+HOMEPAGE_ROLLOUT_PERCENT: float = _ENV.rollout_percent
+HOMEPAGE_ROLLOUT_KEY: str = _ENV.rollout_key or DEFAULT_ROLLOUT_KEY
+HOMEPAGE_ROLLOUT_POLL: float = _ENV.rollout_poll  #: seconds
+HOMEPAGE_FAULTS: str = _ENV.faults  #: test hook; see examples.service.faults
+HOMEPAGE_NOW = _ENV.now  #: None: the real clock

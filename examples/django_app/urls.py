@@ -1,0 +1,20 @@
+"""The homepage's routes: the same paths as the FastAPI app."""
+
+from __future__ import annotations
+
+from django.urls import path  # type: ignore[import-untyped]  # Django ships no types
+
+from . import views
+from .views import get_only
+
+urlpatterns = [
+    path("", get_only(views.demo)),
+    path("homepage", get_only(views.homepage)),
+    path("homepage/stream", get_only(views.homepage_stream)),
+    path("rollout", get_only(views.rollout)),
+    path("products/featured", get_only(views.legacy_view("featuredProducts"))),
+    path("products/new-arrivals", get_only(views.legacy_view("newArrivals"))),
+    path("stores/featured", get_only(views.legacy_view("featuredStores"))),
+    path("events/featured", get_only(views.legacy_view("featuredEvents"))),
+    path("offers", get_only(views.offers)),
+]
