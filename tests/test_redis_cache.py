@@ -6,6 +6,7 @@ import logging
 
 import anyio
 import pytest
+import redis
 import redis.asyncio
 from redis.crc import key_slot
 
@@ -119,6 +120,21 @@ async def test_a_decoding_client_is_refused(redis_server: RedisServer) -> None:
             RedisCache(client)
     finally:
         await client.aclose()
+
+
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_another_event_loop_is_refused_on_entry(redis_server: RedisServer) -> None:
+    """On trio, entering says RedisCache needs asyncio instead of failing open for ever."""
+    cache = RedisCache.from_url(redis_server.url)
+    with pytest.raises(RuntimeError, match="needs asyncio"):
+        async with cache:
+            pass
+
+
+async def test_a_sync_client_is_refused() -> None:
+    """A synchronous redis-py client is a type error, not a cache that always misses."""
+    with pytest.raises(TypeError, match=r"redis\.asyncio\.Redis"):
+        RedisCache(redis.Redis())  # type: ignore[arg-type]
 
 
 async def test_configuration_errors_name_the_field(redis_server: RedisServer) -> None:

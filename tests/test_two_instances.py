@@ -67,7 +67,7 @@ async def test_a_cold_page_on_two_instances_calls_each_source_once(
     redis_server: RedisServer, fake_clock: FakeClock
 ) -> None:
     """Concurrent cold pages: one instance fetches each section, the other waits for it."""
-    recorders = sources(delay=0.2)
+    recorders = sources(delay=0.5)
     parts = sections(recorders)
     async with (
         instance(redis_server, fake_clock, parts) as one,
@@ -83,7 +83,7 @@ async def test_the_waiting_instance_keeps_what_it_waited_for(
     redis_server: RedisServer, fake_clock: FakeClock
 ) -> None:
     """After a shared cold fill, both instances answer the page from memory."""
-    parts = sections(sources(delay=0.2))
+    parts = sections(sources(delay=0.5))
     async with (
         instance(redis_server, fake_clock, parts) as one,
         instance(redis_server, fake_clock, parts) as other,
@@ -100,7 +100,7 @@ async def test_a_stale_entry_is_refreshed_once_across_instances(
     redis_server: RedisServer, fake_clock: FakeClock
 ) -> None:
     """Both instances serve STALE at once; only one of them calls the source."""
-    recorders = sources(delay=0.2)
+    recorders = sources(delay=0.5)
     parts = sections(recorders)
     async with (
         instance(redis_server, fake_clock, parts) as one,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from types import TracebackType
 from typing import Self
@@ -51,27 +52,19 @@ class LayeredCache:
         # Bumped by every invalidation: a Redis read that started before one
         # must not put what it read into memory.
         self._generation = 0
-        self._tg: anyio.abc.TaskGroup | None = None
+        self._stack: contextlib.AsyncExitStack | None = None
 
     async def __aenter__(self) -> Self:
-        if self._tg is not None:
+        if self._stack is not None:
             raise RuntimeError("this cache is already entered")
-        await self.memory.__aenter__()
-        await self.redis.__aenter__()
-        tg = anyio.create_task_group()
-        try:
-            await tg.__aenter__()
-            try:
-                await tg.start(self._listen)
-            except BaseException:
-                tg.cancel_scope.cancel()
-                await tg.__aexit__(None, None, None)
-                raise
-        except BaseException:
-            await self.redis.__aexit__(None, None, None)
-            await self.memory.__aexit__(None, None, None)
-            raise
-        self._tg = tg
+        async with contextlib.AsyncExitStack() as stack:
+            await stack.enter_async_context(self.memory)
+            await stack.enter_async_context(self.redis)
+            tg = await stack.enter_async_context(anyio.create_task_group())
+            # Exits run last-in first-out: the listener is told to stop, then awaited.
+            stack.callback(tg.cancel_scope.cancel)
+            await tg.start(self._listen)
+            self._stack = stack.pop_all()
         return self
 
     async def __aexit__(
@@ -80,16 +73,9 @@ class LayeredCache:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        tg, self._tg = self._tg, None
-        assert tg is not None
-        try:
-            tg.cancel_scope.cancel()  # the listener runs until told to stop
-            await tg.__aexit__(None, None, None)
-        finally:
-            try:
-                await self.redis.__aexit__(exc_type, exc, tb)
-            finally:
-                await self.memory.__aexit__(exc_type, exc, tb)
+        stack, self._stack = self._stack, None
+        assert stack is not None
+        await stack.__aexit__(exc_type, exc, tb)
 
     async def _listen(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
         await self.redis.listen_invalidations(

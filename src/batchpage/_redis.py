@@ -13,6 +13,7 @@ connection attempts.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import enum
 import logging
@@ -119,10 +120,11 @@ class RedisCache:
         monotonic: Callable[[], float] = time.monotonic,
         owns_client: bool = False,
     ) -> None:
-        kwargs = getattr(client, "get_connection_kwargs", None)
-        if kwargs is None or not hasattr(client, "mget"):
+        import redis.asyncio
+
+        if not isinstance(client, redis.asyncio.Redis):
             raise TypeError(f"client must be a redis.asyncio.Redis, not {client!r}")
-        if kwargs().get("decode_responses"):
+        if client.connection_pool.connection_kwargs.get("decode_responses"):
             raise ValueError("client must not decode responses (decode_responses=False)")
         if not callable(clock):
             raise TypeError(f"clock must be callable, not {clock!r}")
@@ -192,6 +194,13 @@ class RedisCache:
         )
 
     async def __aenter__(self) -> Self:
+        # On another loop every call would fail, and failing open would hide it.
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            raise RuntimeError(
+                "RedisCache needs asyncio (redis-py's asyncio client), not another event loop"
+            ) from None
         return self
 
     async def __aexit__(
