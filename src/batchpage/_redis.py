@@ -105,7 +105,8 @@ class RedisCache:
     remaining usefulness) only collects garbage. ``backoff`` (seconds) is how
     long Redis is skipped after a failure, timed on ``monotonic``.
     ``channel`` carries invalidations to other instances' memory layers.
-    ``poll_interval`` (seconds) paces :meth:`wait_for`.
+    ``poll_interval`` (seconds) paces :meth:`wait_for`. With ``owns_client``
+    the client is closed when the cache exits.
     """
 
     def __init__(
