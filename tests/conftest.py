@@ -52,3 +52,6 @@ from redis_server import (  # noqa: E402
 
 # The homepage's MongoDB (tests/mongo_server.py): the ``homepage_mongo`` fixture.
 pytest_plugins = ["mongo_server"]
+
+# The example apps under real HTTP servers (tests/http_servers.py).
+from http_servers import faulty_http_apps, http_apps, redis_http_app  # noqa: E402, F401

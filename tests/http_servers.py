@@ -1,0 +1,237 @@
+"""Real HTTP servers for the app tests: the FastAPI app under uvicorn, Django under hypercorn.
+
+Each server is a subprocess on a free loopback port, configured only
+through its environment, as in production: ``MONGODB_URL`` points at the
+session's seeded MongoDB (``homepage_mongo``), the flash-sale clock is
+pinned to the seed's "now", and ``BATCHPAGE_EXAMPLE_FAULTS`` makes a second
+pair of servers misbehave. Servers of a pair start concurrently; a fixture
+waits until each answers ``/rollout``, and stops them (SIGTERM, then
+SIGKILL) at the end of the session. Tests speak HTTP to them with httpx.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Final, Literal
+
+import httpx
+import pytest
+
+from redis_server import RedisServer, free_port
+
+if TYPE_CHECKING:  # imported at run time by conftest's pytest_plugins, after this module
+    from mongo_server import SeededMongo
+
+ROOT: Final = Path(__file__).resolve().parent.parent
+HOST: Final = "127.0.0.1"
+START_TIMEOUT: Final = 60.0
+STOP_TIMEOUT: Final = 10.0
+
+Framework = Literal["fastapi", "django"]
+FRAMEWORKS: Final[tuple[Framework, ...]] = ("fastapi", "django")
+
+#: The faults of the misbehaving pair: one section fails, one hangs, one is slow.
+FAULTS: Final = "featuredStores=error,flashSales=hang,featuredEvents=delay:400ms"
+#: The rollout percentage of every test server.
+ROLLOUT_PERCENT: Final = 50.0
+ROLLOUT_SALT: Final = "homepage-batch"  # the service's default
+
+# Anything the developer's shell sets for the apps must not leak into the tests.
+_APP_VARIABLES = ("MONGODB_URL", "REDIS_URL", "ROLLOUT_PERCENT", "DJANGO_SETTINGS_MODULE")
+
+
+def command(framework: Framework, port: int) -> list[str]:
+    """The server command line, as a user would type it."""
+    if framework == "fastapi":
+        return [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "examples.fastapi_app.app:create_app",
+            "--factory",
+            "--host",
+            HOST,
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ]
+    return [
+        sys.executable,
+        "-m",
+        "hypercorn",
+        "examples.django_app.asgi:application",
+        "--bind",
+        f"{HOST}:{port}",
+        "--log-level",
+        "WARNING",
+    ]
+
+
+def app_environment(mongo: SeededMongo, **extra: str) -> dict[str, str]:
+    """The environment of a test server: the seeded database, no seeding, a pinned clock."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in _APP_VARIABLES and not k.startswith("BATCHPAGE_")
+    }
+    env.update(
+        MONGODB_URL=mongo.url,
+        BATCHPAGE_DB=mongo.db_name,
+        BATCHPAGE_SEED="0",
+        BATCHPAGE_EXAMPLE_NOW=mongo.now.isoformat(),
+        ROLLOUT_PERCENT=str(ROLLOUT_PERCENT),
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra)
+    return env
+
+
+class AppServer:
+    """One app in a server subprocess on a loopback port."""
+
+    def __init__(
+        self, framework: Framework, env: Mapping[str, str], log_dir: Path, *, label: str
+    ) -> None:
+        self.framework = framework
+        self.label = label
+        self.env = dict(env)
+        self.log_path = log_dir / f"{label}.log"
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=10.0)
+
+    def start(self) -> None:
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                command(self.framework, self.port),
+                cwd=ROOT,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # Ctrl-C reaches pytest; stop() ends the server
+            )
+
+    def wait_until_ready(self, deadline: float) -> None:
+        process = self.process
+        assert process is not None
+        with httpx.Client(base_url=self.url, timeout=1.0) as client:
+            while True:
+                if process.poll() is not None:
+                    pytest.fail(
+                        f"{self.label} exited with status {process.returncode}:\n{self.log_tail()}",
+                        pytrace=False,
+                    )
+                try:
+                    if client.get("/rollout").status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    pytest.fail(
+                        f"{self.label} did not answer within {START_TIMEOUT:g} s:\n"
+                        f"{self.log_tail()}",
+                        pytrace=False,
+                    )
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        """SIGTERM (a graceful shutdown runs the lifespan's exit), then SIGKILL."""
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=STOP_TIMEOUT)
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def __repr__(self) -> str:
+        return f"AppServer({self.label!r}, url={self.url!r})"
+
+
+@contextmanager
+def running_servers(servers: list[AppServer]) -> Iterator[dict[str, AppServer]]:
+    """Start the servers together, wait until all answer; stop them all afterwards."""
+    with ExitStack() as stack:
+        for server in servers:
+            stack.callback(server.stop)
+            server.start()
+        deadline = time.monotonic() + START_TIMEOUT
+        for server in servers:
+            server.wait_until_ready(deadline)
+        yield {server.label: server for server in servers}
+
+
+def pair(mongo: SeededMongo, log_dir: Path, *, suffix: str = "", **extra: str) -> list[AppServer]:
+    """The FastAPI and the Django app on the same database and settings."""
+    env = app_environment(mongo, **extra)
+    return [AppServer(f, env, log_dir, label=f + suffix) for f in FRAMEWORKS]
+
+
+# -- fixtures (imported by conftest.py) -----------------------------------------
+
+
+@pytest.fixture(scope="session")
+def http_apps(
+    homepage_mongo: SeededMongo, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, AppServer]]:
+    """Both apps, healthy, on the session's seeded MongoDB: ``{"fastapi": ..., "django": ...}``."""
+    with running_servers(pair(homepage_mongo, tmp_path_factory.mktemp("apps"))) as servers:
+        yield servers
+
+
+@pytest.fixture(scope="session")
+def faulty_http_apps(
+    homepage_mongo: SeededMongo, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, AppServer]]:
+    """Both apps with :data:`FAULTS` injected: ``{"fastapi": ..., "django": ...}``."""
+    servers = pair(
+        homepage_mongo,
+        tmp_path_factory.mktemp("faulty-apps"),
+        suffix="-faulty",
+        BATCHPAGE_EXAMPLE_FAULTS=FAULTS,
+    )
+    with running_servers(servers) as running:
+        yield {s.framework: s for s in running.values()}
+
+
+@pytest.fixture(scope="session")
+def redis_http_app(
+    homepage_mongo: SeededMongo, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[AppServer, RedisServer]]:
+    """The FastAPI app with ``REDIS_URL``: Redis cache layer and rollout key polled fast."""
+    redis_server = RedisServer(tmp_path_factory.mktemp("apps-redis"))
+    redis_server.start()
+    try:
+        env = app_environment(
+            homepage_mongo, REDIS_URL=redis_server.url, BATCHPAGE_ROLLOUT_POLL="0.1"
+        )
+        server = AppServer("fastapi", env, tmp_path_factory.mktemp("redis-app"), label="redis")
+        with running_servers([server]):
+            yield server, redis_server
+    finally:
+        redis_server.stop()
