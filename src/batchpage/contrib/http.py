@@ -249,12 +249,25 @@ class PageRequest:
 # -- headers ---------------------------------------------------------------
 
 
+#: Recent pages' ETags by content. Warm pages reuse the cache's bytes objects,
+#: whose hashes Python keeps, so a hit costs a tuple, not a digest of the page.
+#: Bounded: at most this many pages' bytes are kept alive here.
+_ETAG_MEMO_SIZE = 256
+_etags: dict[tuple[object, ...], str] = {}
+
+
 def page_etag(page: PageResult) -> str:
     """A weak ETag of the page's content: sections' bytes, errors and version.
 
     Weak, because the body also carries metadata (``generatedAt``, timings,
     cache statuses) that differs between two answers with the same content.
+    Stable across processes and restarts (blake2b, not Python's ``hash``), so
+    a CDN revalidates against any instance.
     """
+    key = (page.version, *((n, r.encoded, r.error) for n, r in page.results.items()))
+    etag = _etags.get(key)
+    if etag is not None:
+        return etag
     digest = hashlib.blake2b(page.version.encode(), digest_size=16)
     for name, result in page.results.items():
         encoded = result.encoded
@@ -263,7 +276,11 @@ def page_etag(page: PageResult) -> str:
         error = result.error
         if error is not None:
             digest.update(b"\x01%b\x00%b\x00" % (error.code.encode(), error.message.encode()))
-    return f'W/"{digest.hexdigest()}"'
+    etag = f'W/"{digest.hexdigest()}"'
+    if len(_etags) >= _ETAG_MEMO_SIZE:
+        _etags.clear()
+    _etags[key] = etag
+    return etag
 
 
 def if_none_match_matches(header: str | None, etag: str) -> bool:
@@ -276,13 +293,25 @@ def if_none_match_matches(header: str | None, etag: str) -> bool:
     return any(f'"{m.group(1)}"' == wanted for m in _ETAG.finditer(header))
 
 
+_timing_parts: dict[tuple[str, str], tuple[str, str]] = {}
+
+
 def server_timing(page: PageResult) -> str:
     """``Server-Timing``: each section's time and cache status, then the total."""
-    entries = [
-        f'{name};dur={round(r.elapsed_ms, 1)!r};desc="{r.cache.value}"'
-        for name, r in page.results.items()
-    ]
-    entries.append(f"total;dur={round(page.total_ms, 1)!r}")
+    entries: list[str] = []
+    last_ms, last_text = -1.0, ""
+    for name, result in page.results.items():
+        status = result.cache.value
+        parts = _timing_parts.get((name, status))
+        if parts is None:
+            parts = (f"{name};dur=", f';desc="{status}"')
+            if len(_timing_parts) < 10_000:
+                _timing_parts[name, status] = parts
+        ms = result.elapsed_ms
+        if ms != last_ms:  # a warm page's sections share one lookup time
+            last_ms, last_text = ms, f"{ms:.1f}"
+        entries.append(parts[0] + last_text + parts[1])
+    entries.append(f"total;dur={page.total_ms:.1f}")
     return ", ".join(entries)
 
 
@@ -338,11 +367,22 @@ class PageEndpoint:
         self._public = f"public, max-age={max_age}, stale-while-revalidate={swr}"
         self._partial = f"public, max-age={partial}"
         self._personal: dict[tuple[str, ...] | None, bool] = {}
+        # Valid query strings seen lately: parsing is most of a warm page's own cost.
+        self._parsed: dict[str | bytes, PageRequest] = {}
 
     # -- requests -----------------------------------------------------------
 
     def parse(self, query: str | bytes) -> PageRequest:
         """Validate a page request's query string; raises :class:`RequestError`."""
+        request = self._parsed.get(query)
+        if request is None:
+            request = self._parse(query)
+            if len(self._parsed) >= 1024:  # bounded, whatever clients send
+                self._parsed.clear()
+            self._parsed[query] = request
+        return request
+
+    def _parse(self, query: str | bytes) -> PageRequest:
         params = parse_query(query)
         limit = parse_limit(params.get("limit"), default=self.default_limit, maximum=self.max_limit)
         sections = parse_sections(params.get("sections"), self.aggregator.sections)
