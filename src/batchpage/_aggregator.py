@@ -507,6 +507,13 @@ class Aggregator:
             if entry is not None and not entry.dead(self.cache.clock()):
                 return _Fill(entry.payload, Attempt(None, None, 0.0))
         try:
+            if token is not None:
+                # Another instance may have filled the key between our read and
+                # our lock; then its value is ours too.
+                fresh = await self._fresh_entry(key)
+                if fresh is not None:
+                    self.stats.shared_fetches += 1
+                    return _Fill(fresh.payload, Attempt(None, None, 0.0))
             attempt = await self.executor.call(
                 section, ctx, breaker=self._breakers.get(section.name), deadline=ctx.deadline
             )
@@ -518,6 +525,12 @@ class Aggregator:
             if token is not None:
                 with anyio.CancelScope(shield=True):
                     await self.cache.unlock(key, token)
+
+    async def _fresh_entry(self, key: str) -> Entry | None:
+        (entry,) = await self.cache.get_many([key])
+        if entry is not None and self.cache.clock() < entry.fresh_until:
+            return entry
+        return None
 
     # -- stale-while-revalidate ---------------------------------------------
 
@@ -539,6 +552,9 @@ class Aggregator:
                 self.stats.refreshes_skipped += 1
                 return
             try:
+                if await self._fresh_entry(key) is not None:  # refreshed meanwhile
+                    self.stats.refreshes_skipped += 1
+                    return
                 self.stats.refreshes += 1
                 ctx = attrs.evolve(ctx, deadline=anyio.current_time() + section.timeout)
                 attempt = await self.executor.call(
