@@ -375,3 +375,34 @@ def test_parameter_values_cannot_forge_other_parameters(fake_clock: FakeClock) -
     forged = agg.key_for(section, RequestContext(params={"limit": "10&x=a"}))
     honest = agg.key_for(section, RequestContext(params={"limit": "10", "x": "a"}))
     assert forged != honest
+
+
+class FilledBeforeLock(MemoryCache):
+    """A cache where another instance fills each key just before our lock is taken."""
+
+    async def try_lock(self, key: str, ttl: float, /) -> str | None:
+        now = self.clock()
+        self.put(
+            key,
+            Entry(
+                b'{"n":99}',
+                stored_at=now,
+                fresh_until=now + 10,
+                stale_until=now + 15,
+                error_until=now + 40,
+            ),
+        )
+        return "token"
+
+
+async def test_a_key_filled_between_read_and_lock_is_not_fetched_again(
+    fake_clock: FakeClock,
+) -> None:
+    """The filler re-reads after locking: another instance's fresh write wins over a fetch."""
+    source = Counter()
+    section = Section(name="a", source=source, cache=POLICY)
+    async with Aggregator([section], cache=FilledBeforeLock(clock=fake_clock)) as agg:
+        page = await agg.fetch()
+    assert source.calls == 0
+    assert page.sections["a"] == {"n": 99}
+    assert status(page) is CacheStatus.MISS
