@@ -509,3 +509,87 @@ def test_fastapi_304_has_no_body_or_content_type() -> None:
     assert response.headers["etag"] == 'W/"a"'
     assert "content-type" not in response.headers
     assert "content-length" not in response.headers
+
+
+# -- the Django adapter's lifespan (pure ASGI, no server) ----------------------
+
+
+class LifespanDriver:
+    """Plays an ASGI server's side of the lifespan protocol."""
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+        self.started = anyio.Event()
+        self.shutdown = anyio.Event()
+
+    async def receive(self) -> dict[str, Any]:
+        if not self.sent and not self.started.is_set():
+            return {"type": "lifespan.startup"}
+        await self.shutdown.wait()
+        return {"type": "lifespan.shutdown"}
+
+    async def send(self, message: Any) -> None:
+        self.sent.append(dict(message))
+        self.started.set()
+
+    @property
+    def types(self) -> list[str]:
+        return [m["type"] for m in self.sent]
+
+
+async def test_django_lifespan_runs_the_context_around_requests() -> None:
+    """Lifespan enters the context at start-up, hands its value to requests, exits at shutdown."""
+    from contextlib import asynccontextmanager
+
+    from batchpage.contrib.django import Lifespan
+
+    events: list[str] = []
+    seen: list[Any] = []
+
+    @asynccontextmanager
+    async def context() -> AsyncIterator[str]:
+        events.append("enter")
+        yield "the service"
+        events.append("exit")
+
+    async def django_app(scope: Any, receive: Any, send: Any) -> None:
+        seen.append(scope["state"]["batchpage"])
+
+    async def nothing() -> Any:
+        return {}
+
+    async def drop(message: Any) -> None:
+        pass
+
+    app = Lifespan(django_app, context)
+    driver = LifespanDriver()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(app, {"type": "lifespan"}, driver.receive, driver.send)
+        await driver.started.wait()
+        await app({"type": "http", "path": "/"}, nothing, drop)
+        driver.shutdown.set()
+    assert seen == ["the service"]
+    assert events == ["enter", "exit"]
+    assert driver.types == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+
+
+async def test_django_lifespan_reports_a_failed_start_up() -> None:
+    """A context that cannot start answers lifespan.startup.failed, and the server stops."""
+    from contextlib import asynccontextmanager
+
+    from batchpage.contrib.django import Lifespan
+
+    def connect() -> None:
+        raise ConnectionError("no database")
+
+    @asynccontextmanager
+    async def context() -> AsyncIterator[None]:
+        connect()
+        yield
+
+    async def django_app(scope: Any, receive: Any, send: Any) -> None:
+        raise AssertionError("not reached")
+
+    driver = LifespanDriver()
+    await Lifespan(django_app, context)({"type": "lifespan"}, driver.receive, driver.send)
+    assert driver.sent == [{"type": "lifespan.startup.failed", "message": "ConnectionError"}]

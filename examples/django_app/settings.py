@@ -19,7 +19,8 @@ _ENV = Settings.from_env(os.environ)  # parses and validates the environment onc
 DEBUG = False
 # No sessions, no signed cookies: a per-process key is enough unless one is given.
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY") or secrets.token_urlsafe(50)
-ALLOWED_HOSTS = ["127.0.0.1", "localhost", "[::1]"]
+# Served on loopback by default; list other host names when serving them.
+ALLOWED_HOSTS = os.environ.get("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]").split(",")
 ROOT_URLCONF = "examples.django_app.urls"
 INSTALLED_APPS: list[str] = []
 MIDDLEWARE: list[str] = []
