@@ -18,7 +18,7 @@ import pytest
 from batchpage import Rollout
 from http_servers import FRAMEWORKS, ROLLOUT_PERCENT, ROLLOUT_SALT, AppServer
 
-pytestmark = pytest.mark.http
+pytestmark = [pytest.mark.http, pytest.mark.mongo]
 
 SECTIONS = (
     "featuredProducts",
@@ -217,6 +217,12 @@ def test_bad_limit_message(app: httpx.Client) -> None:
 def test_user_id_of_128_characters_is_accepted(app: httpx.Client) -> None:
     """128 characters is the longest user id, and a valid one."""
     assert app.get("/homepage?limit=1&userId=" + "a" * 128).status_code == 200
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE"])
+def test_only_get_is_allowed(app: httpx.Client, method: str) -> None:
+    """Both apps answer 405 to other methods on the page."""
+    assert app.request(method, "/homepage").status_code == 405
 
 
 def test_bad_input_on_the_stream_is_a_400(app: httpx.Client) -> None:

@@ -17,7 +17,7 @@ from batchpage import Rollout
 from http_servers import ROLLOUT_PERCENT, ROLLOUT_SALT, AppServer
 from redis_server import RedisServer
 
-pytestmark = [pytest.mark.http, pytest.mark.redis]
+pytestmark = [pytest.mark.http, pytest.mark.redis, pytest.mark.mongo]
 
 KEY = "batchpage:rollout:homepage"
 

@@ -31,10 +31,10 @@ View = Callable[[HttpRequest], Awaitable[Any]]
 
 
 def get_only(view: View) -> View:
-    """Answer 405 to anything but GET (and HEAD), as the FastAPI routes do."""
+    """Answer 405 to anything but GET, as the FastAPI routes do."""
 
     async def only_get(request: HttpRequest) -> Any:
-        if request.method not in ("GET", "HEAD"):
+        if request.method != "GET":
             return HttpResponseNotAllowed(["GET"])
         return await view(request)
 
