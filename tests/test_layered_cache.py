@@ -10,6 +10,7 @@ from batchpage import (
     CachePolicy,
     CacheStatus,
     Entry,
+    InvalidationIncomplete,
     LayeredCache,
     RequestContext,
     Scope,
@@ -343,3 +344,19 @@ async def test_user_input_cannot_reach_another_key(
     with redis_server.client() as client:
         left = {k.decode() for k in client.keys("batchpage:*")}
     assert left == {keys[u] for u in users if u != "*"}
+
+
+async def test_invalidation_that_misses_redis_is_reported(
+    private_redis_server: RedisServer, fake_clock: FakeClock, ticker: Ticker
+) -> None:
+    """With Redis down, invalidate drops memory and raises, so the caller can retry."""
+    parts = sections()
+    async with instance(private_redis_server, fake_clock, parts, monotonic=ticker) as agg:
+        await agg.fetch()
+        private_redis_server.stop()
+        with pytest.raises(InvalidationIncomplete, match="retry"):
+            await agg.invalidate(NAMES[0])
+        assert layers(agg).memory.get(agg.key_for(parts[0], RequestContext())) is None
+        private_redis_server.start()
+        ticker.advance(60)
+        await agg.invalidate(NAMES[0])  # reaches Redis again: no error

@@ -15,6 +15,7 @@ from ._errors import (
     AggregatorNotRunning,
     BatchpageError,
     ErrorCode,
+    InvalidationIncomplete,
     SectionError,
     UnknownSectionError,
 )
@@ -48,6 +49,7 @@ __all__ = [
     "Executor",
     "ExecutorStats",
     "Freshness",
+    "InvalidationIncomplete",
     "JsonSerializer",
     "KeyBuilder",
     "LayeredCache",

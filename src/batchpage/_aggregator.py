@@ -19,7 +19,13 @@ from ._breaker import CircuitBreaker
 from ._cache import Cache
 from ._context import RequestContext
 from ._entry import Entry
-from ._errors import AggregatorNotRunning, ErrorCode, SectionError, UnknownSectionError
+from ._errors import (
+    AggregatorNotRunning,
+    ErrorCode,
+    InvalidationIncomplete,
+    SectionError,
+    UnknownSectionError,
+)
 from ._executor import Attempt, Executor
 from ._keys import KeyBuilder, escape
 from ._memory import MemoryCache
@@ -595,7 +601,8 @@ class Aggregator:
 
         ``user_id`` names a personal section's user; ``scope`` is the value a
         custom scope function returned. Other instances learn of it through
-        the cache (Redis pub/sub for a layered cache).
+        the cache (Redis pub/sub for a layered cache). Raises
+        :class:`InvalidationIncomplete` when a layer could not be reached.
         """
         target = self.sections.get(section)
         if target is None:
@@ -611,7 +618,11 @@ class Aggregator:
             if isinstance(target.scope, Scope):
                 raise ValueError(f"section {section!r} has no custom scope")
             part = "c" + escape(scope)
-        await self.cache.invalidate(self.keys.section_prefix(section, part))
+        prefix = self.keys.section_prefix(section, part)
+        if not await self.cache.invalidate(prefix):
+            raise InvalidationIncomplete(
+                f"invalidation of {prefix!r} did not reach every cache layer; retry"
+            )
 
     def __repr__(self) -> str:
         return (

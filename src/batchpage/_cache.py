@@ -38,8 +38,11 @@ class Cache(Protocol):
 
     async def set(self, key: str, entry: Entry, /) -> None: ...
 
-    async def invalidate(self, prefix: str, /) -> None:
-        """Drop every entry whose key starts with ``prefix``."""
+    async def invalidate(self, prefix: str, /) -> bool:
+        """Drop every entry whose key starts with ``prefix``.
+
+        False when a layer could not be reached (the old value may come back).
+        """
         ...
 
     async def try_lock(self, key: str, ttl: float, /) -> str | None:

@@ -4,6 +4,7 @@ The exception tree::
 
     BatchpageError
     ├── AggregatorNotRunning      (RuntimeError: fetch outside ``async with``)
+    ├── InvalidationIncomplete    (RuntimeError: a cache layer missed an invalidation)
     └── UnknownSectionError       (ValueError: a requested section is not defined)
 
 A *section* failure is never raised: it becomes a :class:`SectionError` in the
@@ -54,6 +55,13 @@ class BatchpageError(Exception):
 
 class AggregatorNotRunning(BatchpageError, RuntimeError):
     """The aggregator was used outside ``async with``; it owns background work."""
+
+
+class InvalidationIncomplete(BatchpageError, RuntimeError):
+    """A cache layer (Redis) could not be reached: its old entries may come back.
+
+    The layers that could be reached were invalidated; retry the call.
+    """
 
 
 class UnknownSectionError(BatchpageError, ValueError):

@@ -123,11 +123,11 @@ class LayeredCache:
         self.memory.put(key, entry)
         await self.redis.set(key, entry)
 
-    async def invalidate(self, prefix: str, /) -> None:
+    async def invalidate(self, prefix: str, /) -> bool:
         """Drop ``prefix`` here and in Redis; Redis tells the other instances."""
         self._generation += 1
         self.memory.drop_prefix(prefix)
-        await self.redis.invalidate(prefix)
+        return await self.redis.invalidate(prefix)
 
     async def try_lock(self, key: str, ttl: float, /) -> str | None:
         return await self.redis.try_lock(key, ttl)

@@ -106,8 +106,9 @@ class MemoryCache:
             self._data.pop(k, None)
         return len(doomed)
 
-    async def invalidate(self, prefix: str, /) -> None:
+    async def invalidate(self, prefix: str, /) -> bool:
         self.drop_prefix(prefix)
+        return True
 
     async def try_lock(self, key: str, ttl: float, /) -> str | None:
         return "local"

@@ -335,35 +335,37 @@ class RedisCache:
         if done is not _SKIPPED:
             self.stats.writes += 1
 
-    async def invalidate(self, prefix: str, /) -> None:
+    async def invalidate(self, prefix: str, /) -> bool:
         """Delete every key starting with ``prefix``, then tell the other instances.
 
         The deletion comes first, so an instance that drops its memory entry
         on the message cannot refill it from Redis with the old value.
+        Returns False when Redis could not be reached, or not wholly: the
+        old value may then come back, and the caller should retry.
         """
         if not isinstance(prefix, str) or not prefix:
             raise ValueError("prefix must be a non-empty str")
         pattern = glob_escape(prefix) + "*"
-        deleted = await self._call("invalidate", lambda: self._delete_matching(pattern))
-        if deleted is _SKIPPED:
-            return
-        await self._call("publish", lambda: self.client.publish(self.channel, prefix))
+        complete = await self._call("invalidate", lambda: self._delete_matching(pattern))
+        if complete is _SKIPPED:
+            return False
+        published = await self._call("publish", lambda: self.client.publish(self.channel, prefix))
+        return complete is True and published is not _SKIPPED
 
-    async def _delete_matching(self, pattern: str) -> int:
-        deleted = 0
+    async def _delete_matching(self, pattern: str) -> bool:
         cursor: int = 0
         for _ in range(_MAX_SCAN_ROUNDS):
             cursor, keys = await self.client.scan(
                 cursor=cursor, match=pattern, count=self.scan_count
             )
             if keys:
-                deleted += await self.client.unlink(*keys)
+                await self.client.unlink(*keys)
             if cursor == 0:
-                return deleted
+                return True
         logger.warning(
             "redis invalidate of %r stopped after %d SCAN rounds", pattern, _MAX_SCAN_ROUNDS
         )
-        return deleted
+        return False
 
     # -- locks --------------------------------------------------------------
 
