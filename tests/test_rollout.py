@@ -23,7 +23,9 @@ def test_same_user_same_answer(user_id: str, percentage: float, salt: str) -> No
     assert len(answers) == 1
 
 
-@settings(max_examples=25, deadline=None)
+# Derandomized: a statistical bound (two points is four standard deviations
+# at 50 %) must give the same verdict on every run, not fail one run in a thousand.
+@settings(max_examples=25, deadline=None, derandomize=True)
 @given(percentage=percentages, salt=st.text(min_size=1, max_size=20))
 def test_large_population_splits_near_the_percentage(percentage: float, salt: str) -> None:
     """10,000 user ids split within two points of the percentage."""
