@@ -360,3 +360,20 @@ async def test_invalidation_that_misses_redis_is_reported(
         private_redis_server.start()
         ticker.advance(60)
         await agg.invalidate(NAMES[0])  # reaches Redis again: no error
+
+
+async def test_a_redis_restart_is_not_an_outage(
+    private_redis_server: RedisServer, fake_clock: FakeClock
+) -> None:
+    """Pooled connections that died with a restart are replaced at once, without an error."""
+    parts = sections()
+    async with instance(private_redis_server, fake_clock, parts) as agg:
+        await agg.fetch()
+        private_redis_server.stop()
+        private_redis_server.start()
+        fake_clock.advance(3600)  # every entry expired: the page must read and write Redis
+        page = await agg.fetch()
+        stats = layers(agg).redis.stats
+    assert page.status_code == 200
+    assert (stats.errors, stats.outages) == (0, 0)
+    assert private_redis_server.data_calls()["mget"] >= 1

@@ -165,13 +165,17 @@ class RedisCache:
     ) -> RedisCache:
         """A cache on a new client for ``url``, closed when the cache exits.
 
-        The timeouts (seconds) are short and failed commands are not retried:
-        a slow Redis must cost a page at most one short wait, after which
-        the back-off keeps it out of the request path.
+        The timeouts (seconds) are short and a timed-out command is not
+        retried: a slow Redis must cost a page at most one short wait, after
+        which the back-off keeps it out of the request path. A broken
+        connection is retried once, at once, on a new one: after a Redis
+        restart every pooled connection is dead, and each would otherwise
+        cost a failure and a back-off.
         """
         import redis.asyncio
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
+        from redis.exceptions import ConnectionError as RedisConnectionError
 
         client = redis.asyncio.Redis.from_url(
             url,
@@ -180,7 +184,7 @@ class RedisCache:
                 socket_connect_timeout, name="socket_connect_timeout"
             ),
             max_connections=max_connections,
-            retry=Retry(NoBackoff(), 0),
+            retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
             decode_responses=False,
         )
         return cls(
@@ -439,10 +443,28 @@ class RedisCache:
         meanwhile are lost. Reports started after the first attempt, whether
         or not Redis answered: a down Redis must not block start-up.
         """
+        # A client of its own that never retries: with retries, redis-py would
+        # reconnect and resubscribe silently, and the messages lost meanwhile
+        # would go unnoticed.
+        listener = _without_retries(self.client)
+        try:
+            await self._listen(listener, on_prefix, on_resubscribe, task_status)
+        finally:
+            with anyio.CancelScope(shield=True, deadline=anyio.current_time() + 1.0):
+                with contextlib.suppress(Exception):
+                    await listener.aclose()
+
+    async def _listen(
+        self,
+        listener: Any,
+        on_prefix: Callable[[str], object],
+        on_resubscribe: Callable[[], object] | None,
+        task_status: anyio.abc.TaskStatus[None],
+    ) -> None:
         started = False
         failures = 0
         while True:  # a service loop: it ends when its task is cancelled
-            pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+            pubsub = listener.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(self.channel)
                 if failures:
@@ -470,7 +492,7 @@ class RedisCache:
             finally:
                 with anyio.CancelScope(shield=True, deadline=anyio.current_time() + 1.0):
                     with contextlib.suppress(Exception):
-                        await pubsub.aclose()  # type: ignore[no-untyped-call]
+                        await pubsub.aclose()
             if not started:
                 started = True
                 task_status.started()
@@ -500,3 +522,20 @@ def _milliseconds(seconds: float) -> int:
     if not seconds < _MAX_PX / 1000:  # also catches inf and NaN
         return _MAX_PX + 1
     return max(1, math.ceil(seconds * 1000))
+
+
+def _without_retries(client: Any) -> Any:
+    """A client on a new pool with ``client``'s connection settings and no retries."""
+    import redis.asyncio
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+
+    pool = client.connection_pool
+    kwargs = dict(pool.connection_kwargs)
+    kwargs["retry"] = Retry(NoBackoff(), 0)
+    kwargs.pop("retry_on_error", None)
+    return redis.asyncio.Redis(
+        connection_pool=redis.asyncio.ConnectionPool(
+            connection_class=pool.connection_class, **kwargs
+        )
+    )
