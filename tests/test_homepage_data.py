@@ -6,6 +6,7 @@ seeded one, see ``mongo_server.py``), never a mock client.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import os
@@ -16,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from examples.homepage.data import CATEGORIES, COLLECTIONS, INDEXES, seed, seed_if_empty
 from examples.homepage.mongo import (
@@ -28,6 +30,7 @@ from examples.homepage.mongo import (
 )
 from examples.homepage.queries import (
     MAX_LIMIT,
+    detached,
     featured_events,
     featured_offers,
     featured_products,
@@ -424,3 +427,25 @@ def test_jsonable_renames_ids_and_formats_dates() -> None:
     """``_id`` becomes ``id``; naive datetimes are read as UTC; nested values convert too."""
     doc = {"_id": "x", "at": datetime(2026, 1, 2, 3, 4, 5, 678_000), "tags": [{"_id": "y"}]}
     assert jsonable(doc) == {"id": "x", "at": "2026-01-02T03:04:05.678Z", "tags": [{"id": "y"}]}
+
+
+def test_jsonable_puts_the_id_first() -> None:
+    """``id`` leads wherever the server put ``_id``, so every server gives the same bytes."""
+    assert list(jsonable({"name": "n", "_id": "x"})) == ["id", "name"]
+
+
+async def test_a_caller_that_gives_up_does_not_cancel_the_query() -> None:
+    """``detached``: the caller is cancelled at once; the operation itself runs to its end."""
+    release, finished = asyncio.Event(), asyncio.Event()
+
+    async def operation() -> None:
+        await release.wait()
+        finished.set()
+
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        await detached(operation)
+    assert scope.cancelled_caught
+    release.set()
+    with anyio.fail_after(10):  # a hang guard, not a timing assertion
+        await finished.wait()

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import anyio
 import pytest
 from examples.homepage.mongo import Database, connect
 from examples.homepage.queries import featured_products, user_favorite_categories
@@ -240,12 +241,15 @@ async def test_legacy_queries_answer_what_the_page_does(
         assert await query(db, 5, user_id) == page.sections[name], name
 
 
-async def test_a_database_that_is_down_gives_a_503_of_nulls() -> None:
-    """With MongoDB unreachable and nothing cached, every section is null: a 503, not []s."""
+def _dead_url() -> str:
     with socket.socket() as sock:  # a loopback port nobody listens on
         sock.bind(("127.0.0.1", 0))
-        url = f"mongodb://127.0.0.1:{sock.getsockname()[1]}"
-    client = connect(url)
+        return f"mongodb://127.0.0.1:{sock.getsockname()[1]}"
+
+
+async def test_a_database_that_is_down_gives_a_503_of_nulls() -> None:
+    """With MongoDB unreachable and nothing cached, every section is null: a 503, not []s."""
+    client = connect(_dead_url())
     try:
         now = datetime(2026, 11, 23, 21, 0, tzinfo=UTC)
         down = build_sections(client["homepage"], now=lambda: now, timeout=0.2)
@@ -257,3 +261,22 @@ async def test_a_database_that_is_down_gives_a_503_of_nulls() -> None:
     assert set(page.sections.values()) == {None}
     assert {e.section for e in page.errors} == set(SECTION_NAMES)
     assert {e.code for e in page.errors} <= {ErrorCode.TIMEOUT_ERROR, ErrorCode.SOURCE_ERROR}
+
+
+async def test_timed_out_sections_never_wedge_the_client() -> None:
+    """Sections cut off while pymongo waits for a server leave the client able to close.
+
+    Cancelling pymongo mid server-selection could leave its topology lock
+    held (a page in four hung here before queries ran detached).
+    """
+    now = datetime(2026, 11, 23, 21, 0, tzinfo=UTC)
+    for _ in range(10):
+        client = connect(_dead_url())
+        try:
+            down = build_sections(client["homepage"], now=lambda: now, timeout=0.05)
+            async with Aggregator(down) as agg:
+                with anyio.fail_after(30):  # hang guards, not timing assertions
+                    await agg.fetch(_ctx())
+        finally:
+            with anyio.fail_after(30):
+                await client.close()

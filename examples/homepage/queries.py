@@ -12,20 +12,33 @@ stable order (and one cache entry's worth of bytes).
 
 A user id is only ever a query *value* (``{"_id": {"$eq": user_id}}``), and
 must be a ``str``: no request can turn it into an operator or a field name.
+
+No query can be cancelled half-way: each runs in an asyncio task of its own
+(:func:`detached`) and ends by pymongo's own timeout. Cancelling an
+``AsyncMongoClient`` operation while it waits for a server (pymongo 4.20 on
+Python 3.11, where ``asyncio.wait_for`` cleans up in a second step that a
+cancel scope interrupts) can leave the client's topology lock held for good:
+every later operation, and ``close()``, then hang. A batchpage section that
+times out stops *waiting*; the query itself gives up at its pymongo deadline.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
+import pymongo
 from bson import ObjectId
 
 from .mongo import Database, Document
 
 #: The largest ``limit`` any query accepts (the page's contract: 1 to 50).
 MAX_LIMIT: Final = 50
+
+#: pymongo's deadline for one query, in seconds; a caller's ``pymongo.timeout`` shortens it.
+QUERY_TIMEOUT: Final = 5.0
 
 #: Longer user ids cannot exist (the HTTP contract refuses them): no lookup is made.
 MAX_USER_ID_LENGTH: Final = 128
@@ -63,7 +76,10 @@ def iso_utc(value: datetime) -> str:
 def jsonable(value: Any) -> Any:
     """A document (or any BSON value) as JSON-ready Python: ``_id`` → ``id``, no ObjectId."""
     if isinstance(value, Mapping):
-        return {("id" if k == "_id" else k): jsonable(v) for k, v in value.items()}
+        # ``id`` first, wherever the server put ``_id``: the same bytes from every server.
+        out = {"id": jsonable(value["_id"])} if "_id" in value else {}
+        out.update((k, jsonable(v)) for k, v in value.items() if k != "_id")
+        return out
     if isinstance(value, list | tuple):
         return [jsonable(v) for v in value]
     if isinstance(value, ObjectId):
@@ -71,6 +87,34 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, datetime):
         return iso_utc(value)
     return value
+
+
+T = TypeVar("T")
+
+
+def _consume(task: asyncio.Future[Any]) -> None:
+    # Nobody may await a task whose caller gave up: retrieve its outcome here.
+    if not task.cancelled():
+        task.exception()
+
+
+async def detached(operation: Callable[[], Awaitable[T]]) -> T:
+    """Await ``operation()`` in a task that the caller's cancellation cannot reach.
+
+    The caller may stop waiting at any time (it gets ``CancelledError`` at
+    once); the operation runs on to its ``pymongo.timeout`` deadline, at most
+    :data:`QUERY_TIMEOUT`, or to the caller's shorter one. See the module
+    docstring for why.
+    """
+
+    async def bounded() -> T:
+        with pymongo.timeout(QUERY_TIMEOUT):
+            return await operation()
+
+    # The task copies the caller's context, and with it any pymongo deadline.
+    task = asyncio.ensure_future(bounded())
+    task.add_done_callback(_consume)
+    return await asyncio.shield(task)
 
 
 def _projection(fields: Iterable[str]) -> dict[str, int]:
@@ -102,7 +146,7 @@ async def _find(
     limit: int,
 ) -> list[Document]:
     cursor = db[collection].find(query, _projection(fields)).sort(sort).limit(_check_limit(limit))
-    return [jsonable(doc) for doc in await cursor.to_list()]
+    return [jsonable(doc) for doc in await detached(cursor.to_list)]
 
 
 async def featured_products(
@@ -168,7 +212,9 @@ async def user_favorite_categories(db: Database, user_id: str) -> list[str] | No
         raise TypeError(f"user_id must be a str, not {type(user_id).__name__}")
     if not user_id or len(user_id) > MAX_USER_ID_LENGTH:
         return None
-    doc = await db.users.find_one({"_id": {"$eq": user_id}}, {"favoriteCategories": 1})
+    doc = await detached(
+        lambda: db.users.find_one({"_id": {"$eq": user_id}}, {"favoriteCategories": 1})
+    )
     if doc is None:
         return None
     favourites = doc.get("favoriteCategories")

@@ -45,6 +45,8 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any, Final, TypeAlias
 
+import pymongo
+
 from batchpage import CachePolicy, RequestContext, Scope, Section
 
 from .mongo import Database, Document
@@ -167,13 +169,16 @@ def limit_from(ctx: RequestContext) -> int:
 
 
 def _source(
-    name: str, query: LegacyQuery, db: Database
+    name: str, query: LegacyQuery, db: Database, timeout: float
 ) -> Callable[[RequestContext], Awaitable[list[Document]]]:
     personal = name in PERSONAL
 
     async def source(ctx: RequestContext) -> list[Document]:
-        # A shared (global) entry must not depend on who asked first.
-        return await query(db, limit_from(ctx), ctx.user_id if personal else None)
+        # pymongo gives up when the section does: a query left behind by a
+        # timed-out section (see queries.detached) ends soon after.
+        with pymongo.timeout(timeout):
+            # A shared (global) entry must not depend on who asked first.
+            return await query(db, limit_from(ctx), ctx.user_id if personal else None)
 
     source.__name__ = source.__qualname__ = name
     return source
@@ -189,7 +194,7 @@ def build_sections(db: Database, *, now: Clock = utc_now, timeout: float = 0.5) 
     return [
         Section(
             name=name,
-            source=_source(name, queries[name], db),
+            source=_source(name, queries[name], db, timeout),
             timeout=timeout,
             cache=POLICIES[name],
             scope=Scope.USER if name in PERSONAL else Scope.GLOBAL,
