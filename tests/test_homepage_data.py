@@ -7,6 +7,7 @@ seeded one, see ``mongo_server.py``), never a mock client.
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import json
 import os
@@ -103,6 +104,18 @@ def test_embedded_server_is_stopped_by_pid() -> None:
     assert was_running
     assert pid is not None
     assert server.pid is None
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+
+
+def test_a_forgotten_server_ends_with_its_object() -> None:
+    """A server nobody stopped is stopped when its EmbeddedMongo is collected."""
+    server = EmbeddedMongo()
+    server.start()
+    pid = server.pid
+    assert pid is not None
+    del server
+    gc.collect()
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
 

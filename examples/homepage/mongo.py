@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC
@@ -99,6 +100,33 @@ def _free_port() -> int:
         return port
 
 
+def _terminate(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, two seconds' grace (nx-27017 is slow to heed it), then SIGKILL; reap."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=2.0)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10.0)
+
+
+def _release(
+    process: subprocess.Popen[bytes] | None,
+    log: IO[bytes] | None,
+    workdir: tempfile.TemporaryDirectory[str] | None,
+) -> None:
+    """End the process, then close its log and remove its directory."""
+    try:
+        if process is not None:
+            _terminate(process)
+    finally:
+        if log is not None:
+            log.close()
+        if workdir is not None:
+            workdir.cleanup()
+
+
 class _Exited(Exception):
     """The server process ended before it answered (often: the port was taken)."""
 
@@ -121,6 +149,7 @@ class EmbeddedMongo:
         self._workdir: tempfile.TemporaryDirectory[str] | None = None
         self._log: IO[bytes] | None = None
         self._port: int | None = None
+        self._finalizer: weakref.finalize[..., EmbeddedMongo] | None = None
 
     @property
     def running(self) -> bool:
@@ -168,23 +197,11 @@ class EmbeddedMongo:
 
     def stop(self) -> None:
         """Stop the server by its pid: SIGTERM, two seconds' grace, then SIGKILL; reap it."""
-        process, self._process = self._process, None
-        try:
-            if process is not None and process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(timeout=2.0)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait(timeout=10.0)
-        finally:
-            self._port = None
-            if self._log is not None:
-                self._log.close()
-                self._log = None
-            if self._workdir is not None:
-                self._workdir.cleanup()
-                self._workdir = None
+        if self._finalizer is not None:
+            self._finalizer.detach()
+        process, log, workdir = self._process, self._log, self._workdir
+        self._finalizer = self._process = self._log = self._workdir = self._port = None
+        _release(process, log, workdir)
 
     def _spawn(self, executable: str, port: int) -> None:
         self._workdir = tempfile.TemporaryDirectory(prefix="nx-27017-")
@@ -212,6 +229,8 @@ class EmbeddedMongo:
             # Ctrl-C in a terminal reaches us, not the server: stop() ends it.
             start_new_session=True,
         )
+        # A server nobody stopped still ends with its object, or at interpreter exit.
+        self._finalizer = weakref.finalize(self, _release, self._process, self._log, self._workdir)
 
     def _wait_until_ready(self, deadline: float) -> None:
         process = self._process
