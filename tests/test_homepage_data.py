@@ -30,7 +30,11 @@ from examples.homepage.mongo import (
     mongo_url,
 )
 from examples.homepage.queries import (
+    EVENT_FIELDS,
     MAX_LIMIT,
+    OFFER_FIELDS,
+    PRODUCT_FIELDS,
+    STORE_FIELDS,
     detached,
     featured_events,
     featured_offers,
@@ -297,6 +301,25 @@ async def test_every_query_returns_json_ready_documents(
         for field in ("createdAt", "startsAt", "endsAt", "openedAt"):
             if field in item:
                 assert ISO_Z.fullmatch(item[field]), item[field]
+
+
+FIELDS = {
+    "featured_products": PRODUCT_FIELDS,
+    "new_arrivals": PRODUCT_FIELDS,
+    "featured_stores": STORE_FIELDS,
+    "featured_events": EVENT_FIELDS,
+    "featured_offers": OFFER_FIELDS,
+    "flash_sales": OFFER_FIELDS,
+}
+
+
+@pytest.mark.parametrize("name", QUERY_NAMES)
+async def test_every_query_gives_its_fields_in_one_order(
+    db: Database, now: datetime, name: str
+) -> None:
+    """Items hold ``id`` then the query's fields, in that order (same data, same bytes)."""
+    for item in await _queries(now)[name](db, 5):
+        assert list(item) == ["id", *FIELDS[name]]
 
 
 @pytest.mark.parametrize("name", QUERY_NAMES)

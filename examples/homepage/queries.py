@@ -76,7 +76,7 @@ def iso_utc(value: datetime) -> str:
 def jsonable(value: Any) -> Any:
     """A document (or any BSON value) as JSON-ready Python: ``_id`` → ``id``, no ObjectId."""
     if isinstance(value, Mapping):
-        # ``id`` first, wherever the server put ``_id``: the same bytes from every server.
+        # ``id`` first, wherever the server put ``_id``.
         out = {"id": jsonable(value["_id"])} if "_id" in value else {}
         out.update((k, jsonable(v)) for k, v in value.items() if k != "_id")
         return out
@@ -92,7 +92,12 @@ def jsonable(value: Any) -> Any:
 T = TypeVar("T")
 
 
-def _consume(task: asyncio.Future[Any]) -> None:
+# asyncio holds tasks weakly: a query whose caller gave up is kept alive here.
+_running: set[asyncio.Task[Any]] = set()
+
+
+def _finished(task: asyncio.Task[Any]) -> None:
+    _running.discard(task)
     # Nobody may await a task whose caller gave up: retrieve its outcome here.
     if not task.cancelled():
         task.exception()
@@ -113,11 +118,12 @@ async def detached(operation: Callable[[], Awaitable[T]]) -> T:
 
     # The task copies the caller's context, and with it any pymongo deadline.
     task = asyncio.ensure_future(bounded())
-    task.add_done_callback(_consume)
+    _running.add(task)
+    task.add_done_callback(_finished)
     return await asyncio.shield(task)
 
 
-def _projection(fields: Iterable[str]) -> dict[str, int]:
+def _projection(fields: tuple[str, ...]) -> dict[str, int]:
     return dict.fromkeys(fields, 1)
 
 
@@ -141,12 +147,17 @@ async def _find(
     db: Database,
     collection: str,
     query: Mapping[str, Any],
-    fields: Iterable[str],
+    fields: tuple[str, ...],
     sort: list[tuple[str, int]],
     limit: int,
 ) -> list[Document]:
     cursor = db[collection].find(query, _projection(fields)).sort(sort).limit(_check_limit(limit))
-    return [jsonable(doc) for doc in await detached(cursor.to_list)]
+    # Keys in one fixed order (``id``, then ``fields``), whatever order the
+    # server keeps them in: the same data gives the same bytes (and ETag).
+    return [
+        {"id": jsonable(doc["_id"])} | {f: jsonable(doc[f]) for f in fields if f in doc}
+        for doc in await detached(cursor.to_list)
+    ]
 
 
 async def featured_products(
