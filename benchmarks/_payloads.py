@@ -4,14 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-SECTION_NAMES = (
-    "featuredProducts",
-    "newArrivals",
-    "featuredStores",
-    "featuredEvents",
-    "featuredOffers",
-    "flashSales",
-)
+from examples.homepage.sources import SECTION_NAMES
+
+__all__ = ["SECTION_NAMES", "VALUES", "documents"]
 
 
 def documents(section: str, count: int = 10) -> list[dict[str, Any]]:

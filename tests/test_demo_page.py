@@ -7,19 +7,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from examples.homepage.sources import SECTION_NAMES
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from http_servers import AppServer
 
 CHROMIUM = "/usr/bin/chromium"
-SECTIONS = [
-    "featuredProducts",
-    "newArrivals",
-    "featuredStores",
-    "featuredEvents",
-    "featuredOffers",
-    "flashSales",
-]
+SECTIONS = SECTION_NAMES
 
 # What the probe of this machine found Chromium needs as root in a closed network.
 CHROMIUM_ARGS = [
