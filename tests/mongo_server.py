@@ -12,24 +12,15 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import os
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Final, TypeVar
 
 import attrs
 import pytest
-
-# The repository root holds the ``examples`` package; pytest puts only
-# ``tests/`` on sys.path.
-_ROOT = str(Path(__file__).resolve().parent.parent)
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
-
-from examples.homepage.data import SeedSummary, seed  # noqa: E402
-from examples.homepage.mongo import (  # noqa: E402
+from examples.homepage.data import SeedSummary, seed
+from examples.homepage.mongo import (
     URL_ENV,
     Database,
     EmbeddedMongo,

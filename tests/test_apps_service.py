@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import sys
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
-
-from batchpage import Aggregator, RequestContext, Rollout, Section
-from batchpage.contrib.http import RequestError
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from examples.service.faults import Fault, apply_faults, parse_faults
 from examples.service.legacy import offers_section
 from examples.service.rollout_feed import apply_setting
 from examples.service.settings import Settings, SettingsError
+
+from batchpage import Aggregator, RequestContext, Rollout, Section
+from batchpage.contrib.http import RequestError
 
 NAMES = ("a", "b", "c")
 
