@@ -26,7 +26,7 @@ from ._errors import (
     SectionError,
     UnknownSectionError,
 )
-from ._executor import Attempt, Executor
+from ._executor import Attempt, Executor, timeout_error
 from ._keys import KeyBuilder, escape
 from ._memory import MemoryCache
 from ._result import NULL, CacheStatus, PageResult, SectionResult
@@ -132,7 +132,7 @@ class Aggregator:
         self._idle.set()
         self._plans: dict[tuple[str, ...] | None, tuple[Section, ...]] = {}
         # Cache keys per (plan, user, params): building them is most of a warm page.
-        self._key_memo: dict[tuple[object, ...], list[str]] = {}
+        self._key_memo: dict[tuple[object, ...], list[str | None]] = {}
         self._tg: anyio.abc.TaskGroup | None = None
         self._now: Callable[[], float] = anyio.current_time
 
@@ -336,27 +336,24 @@ class Aggregator:
     def _keys_for(self, plan: tuple[Section, ...], ctx: RequestContext) -> list[str | None]:
         """Each planned section's cache key (``None`` if not cached), memoised."""
         # The plan's names, not its identity: an uncached plan's id may be reused.
-        memo_key: tuple[object, ...] | None = (
-            tuple(s.name for s in plan),
-            ctx.user_id,
-            *ctx.params.items(),
-        )
+        memo_key = (tuple(s.name for s in plan), ctx.user_id, *ctx.params.items())
         try:
-            keys = self._key_memo.get(memo_key)  # type: ignore[arg-type]
+            keys = self._key_memo.get(memo_key)
+            memoisable = True
         except TypeError:  # an unhashable parameter value
-            keys, memo_key = None, None
+            keys, memoisable = None, False
         if keys is not None:
-            return keys  # type: ignore[return-value]
+            return keys
         params = self.keys.params_part(ctx.params)
         built: list[str | None] = [
             None if s.cache is None else self.keys.key(s.name, self.scope_part(s, ctx), params)
             for s in plan
         ]
         custom = any(s.cache is not None and not isinstance(s.scope, Scope) for s in plan)
-        if memo_key is not None and not custom:
+        if memoisable and not custom:
             if len(self._key_memo) >= 4096:
                 self._key_memo.clear()
-            self._key_memo[memo_key] = built  # type: ignore[assignment]
+            self._key_memo[memo_key] = built
         return built
 
     async def _from_cache(
@@ -424,13 +421,7 @@ class Aggregator:
                 if shared:
                     self.stats.shared_fetches += 1
             if fill is None:
-                error = SectionError(
-                    section.name,
-                    ErrorCode.TIMEOUT_ERROR,
-                    f"page deadline reached after {(ctx.deadline - start) * 1000:.0f} ms"
-                    if ctx.deadline < start + section.timeout
-                    else f"timed out after {section.timeout * 1000:.0f} ms",
-                )
+                error = timeout_error(section, start, ctx.deadline)
                 attempt = Attempt(None, error, self._now() - start)
                 payload = None
             else:

@@ -29,6 +29,19 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.0f} ms"
 
 
+def timeout_error(
+    section: Section, start: float, deadline: float, *, abandoned: bool = False
+) -> SectionError:
+    """The client-safe error of a section cut off at its timeout or the page deadline."""
+    if deadline < start + section.timeout:
+        message = f"page deadline reached after {_ms(deadline - start)}"
+    else:
+        message = f"timed out after {_ms(section.timeout)}"
+    if abandoned:
+        message += " (worker thread abandoned)"
+    return SectionError(section.name, ErrorCode.TIMEOUT_ERROR, message)
+
+
 @attrs.define
 class ExecutorStats:
     """Counters an operator wants on a dashboard."""
@@ -111,7 +124,6 @@ class Executor:
                 0.0,
             )
         own_deadline = start + section.timeout
-        page_bound = deadline < own_deadline
         abandoned = [False]
         verdict: bool | None = None
         try:
@@ -130,13 +142,7 @@ class Executor:
             # Only reached when our own scope cancelled the call: it was late.
             verdict = False
             self.stats.timeouts += 1
-            if page_bound:
-                message = f"page deadline reached after {_ms(deadline - start)}"
-            else:
-                message = f"timed out after {_ms(section.timeout)}"
-            if abandoned[0]:
-                message += " (worker thread abandoned)"
-            error = SectionError(name, ErrorCode.TIMEOUT_ERROR, message)
+            error = timeout_error(section, start, deadline, abandoned=abandoned[0])
             return Attempt(None, error, now() - start)
         except Exception as exc:
             verdict = False
