@@ -11,12 +11,17 @@ import sys
 
 import anyio
 
-from . import bench_cache, bench_executor
+from . import bench_cache, bench_executor, bench_http, bench_redis
 
 
 async def main(quick: bool) -> int:
     print(f"batchpage benchmarks ({'quick' if quick else 'full'}), Python {sys.version.split()[0]}")
-    for title, module in [("executor", bench_executor), ("cache", bench_cache)]:
+    for title, module in [
+        ("executor", bench_executor),
+        ("cache", bench_cache),
+        ("redis", bench_redis),
+        ("http", bench_http),
+    ]:
         print(f"\n[{title}]")
         for row in await module.run(quick):
             print(row.line(), flush=True)

@@ -22,7 +22,14 @@ route                               answer
 ``GET /offers?flashSale=true``      legacy
 ``GET /rollout?userId=...``         ``{"userId", "useBatch", "percentage", "enabled"}``
 ``GET /``                           the demo page (``examples/demo/index.html``)
+``GET /bench/bare``                 only with ``BATCHPAGE_BENCH_BARE=1``: see below
 ==================================  =============================================
+
+``BATCHPAGE_BENCH_BARE=1`` (off by default) adds ``GET /bench/bare`` for
+``benchmarks/bench_http.py``: a bare FastAPI endpoint that answers the bytes
+of one ``/homepage?limit=10`` page (fetched by its first call) with
+``Content-Type: application/json`` and does nothing else, so the benchmark
+can compare ``/homepage`` with it on the same server.
 """
 
 from __future__ import annotations
@@ -48,6 +55,7 @@ from examples.service.lifetime import Homepage, running
 from examples.service.settings import Settings
 
 DEMO_PAGE = Path(__file__).resolve().parent.parent / "demo" / "index.html"
+BENCH_BARE_ENV = "BATCHPAGE_BENCH_BARE"
 
 
 class State(TypedDict):
@@ -98,7 +106,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         """The demo page, which calls /homepage and /homepage/stream."""
         return HTMLResponse(DEMO_PAGE.read_bytes())
 
+    if os.environ.get(BENCH_BARE_ENV) == "1":
+        _add_bench_bare(app)
     return app
+
+
+def _add_bench_bare(app: FastAPI) -> None:
+    """``GET /bench/bare``: a page's bytes, fetched once, then answered as they are."""
+    body: list[bytes] = []
+
+    @app.get("/bench/bare")
+    async def bench_bare(request: Request) -> Response:
+        if not body:
+            body.append((await _homepage(request).endpoint.respond(b"limit=10")).body)
+        return Response(body[0], media_type="application/json")
 
 
 async def _legacy(request: Request, name: str | None) -> Response:

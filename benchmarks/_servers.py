@@ -1,0 +1,209 @@
+"""The benchmarks' servers: redis-server and the FastAPI homepage, each a subprocess on loopback.
+
+Both bind 127.0.0.1 on a port the OS picked, and are context managers that
+stop their process however the block ends (SIGTERM, a short grace, then
+SIGKILL). Nothing here is a mock: the benchmarks speak the real protocols.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Final
+
+HOST: Final = "127.0.0.1"
+ROOT: Final = Path(__file__).resolve().parent.parent
+START_TIMEOUT: Final = 60.0
+STOP_TIMEOUT: Final = 10.0
+
+# What the developer's shell sets for the apps must not leak into a benchmark.
+_APP_VARIABLES = ("MONGODB_URL", "REDIS_URL", "ROLLOUT_PERCENT", "DJANGO_SETTINGS_MODULE")
+
+
+class ServerError(RuntimeError):
+    """A benchmark server did not start or answer."""
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _stop(process: subprocess.Popen[bytes] | None) -> None:
+    """SIGTERM, then SIGKILL after the grace; reap."""
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=STOP_TIMEOUT)
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+@contextlib.contextmanager
+def redis_server() -> Iterator[str]:
+    """A ``redis-server`` (no persistence) for the block; yields its ``redis://`` URL."""
+    executable = shutil.which("redis-server")
+    if executable is None:
+        raise ServerError("redis-server is not installed (apt-get install redis-server)")
+    import redis
+
+    with tempfile.TemporaryDirectory(prefix="bench-redis-") as directory:
+        port = free_port()
+        log_path = Path(directory) / "redis.log"
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                [
+                    executable,
+                    "--port",
+                    str(port),
+                    "--bind",
+                    HOST,
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    directory,
+                    "--daemonize",
+                    "no",
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # Ctrl-C reaches the benchmark, which stops it
+            )
+        try:
+            deadline = time.monotonic() + START_TIMEOUT
+            while True:
+                if process.poll() is not None:
+                    raise ServerError(f"redis-server exited:\n{_tail(log_path)}")
+                try:
+                    with redis.Redis(host=HOST, port=port, socket_timeout=0.5) as client:
+                        if client.ping():
+                            break
+                except redis.RedisError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise ServerError(f"redis-server did not answer:\n{_tail(log_path)}")
+                time.sleep(0.01)
+            yield f"redis://{HOST}:{port}/0"
+        finally:
+            _stop(process)
+
+
+class AppServer:
+    """The FastAPI homepage under uvicorn, configured only by its environment."""
+
+    def __init__(self, label: str, env: Mapping[str, str], log_dir: Path) -> None:
+        self.label = label
+        self.env = dict(env)
+        self.log_path = log_dir / f"{label}.log"
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    def start(self) -> None:
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    "examples.fastapi_app.app:create_app",
+                    "--factory",
+                    "--host",
+                    HOST,
+                    "--port",
+                    str(self.port),
+                    "--log-level",
+                    "warning",
+                    "--no-access-log",
+                ],
+                cwd=ROOT,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def wait_until_ready(self, deadline: float) -> None:
+        """Poll ``/rollout`` until it answers 200."""
+        process = self.process
+        assert process is not None
+        while True:
+            if process.poll() is not None:
+                raise ServerError(
+                    f"{self.label} exited with status {process.returncode}:\n{_tail(self.log_path)}"
+                )
+            try:
+                with urllib.request.urlopen(f"{self.url}/rollout", timeout=1.0) as response:
+                    if response.status == 200:
+                        return
+            except (OSError, urllib.error.URLError):
+                pass
+            if time.monotonic() > deadline:
+                raise ServerError(
+                    f"{self.label} did not answer within {START_TIMEOUT:g} s:\n"
+                    f"{_tail(self.log_path)}"
+                )
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        _stop(process)
+
+
+def app_environment(**settings: str) -> dict[str, str]:
+    """This process's environment without the apps' own variables, plus ``settings``."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in _APP_VARIABLES and not k.startswith("BATCHPAGE_")
+    }
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(settings)
+    return env
+
+
+@contextlib.contextmanager
+def app_servers(envs: Mapping[str, Mapping[str, str]]) -> Iterator[dict[str, AppServer]]:
+    """One server per ``label: environment``, started together; all stopped afterwards."""
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-apps-") as log_dir,
+        contextlib.ExitStack() as stack,
+    ):
+        servers = {label: AppServer(label, env, Path(log_dir)) for label, env in envs.items()}
+        for server in servers.values():
+            stack.callback(server.stop)
+            server.start()
+        deadline = time.monotonic() + START_TIMEOUT
+        for server in servers.values():
+            server.wait_until_ready(deadline)
+        yield servers

@@ -1,0 +1,355 @@
+"""The homepage over HTTP: throughput against a bare endpoint, streaming, legacy calls.
+
+Everything runs against the real FastAPI app under uvicorn, in subprocesses
+on loopback, over an embedded nx-27017 MongoDB seeded here (as the tests
+do), with the memory cache:
+
+* throughput: ``/homepage?limit=10`` (warm, anonymous) against
+  ``/bench/bare`` on the same server, a bare FastAPI endpoint answering the
+  bytes of such a page (the app adds it with ``BATCHPAGE_BENCH_BARE=1``), in
+  alternating rounds of a fixed number of requests over a fixed number of
+  keep-alive connections;
+* streaming: on a second server whose ``featuredEvents`` is slowed by the
+  app's fault hook, the time to the first NDJSON section line of
+  ``/homepage/stream`` against the time of the whole ``/homepage``, both
+  cold (every request has a ``limit`` never asked before);
+* legacy: the six legacy calls in sequence against one cold ``/homepage``.
+
+The load comes from the small HTTP/1.1 client below, on asyncio streams,
+not from httpx: httpx costs about as much CPU per request as the server's
+bare endpoint, so on this two-core machine it would measure itself, and
+squeeze both endpoints towards the same rate. The client's CPU share is
+printed so that it can be seen not to be the bottleneck.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import statistics
+import time
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+from typing import Final
+
+import anyio
+from examples.homepage.data import seed
+from examples.homepage.mongo import EmbeddedMongo, connect
+from examples.homepage.sources import LEGACY_ENDPOINTS
+
+from ._common import Row
+from ._servers import HOST, AppServer, app_environment, app_servers
+
+#: The seeded data's "now", so that which flash sales run is fixed.
+SEED_NOW: Final = datetime(2026, 11, 23, 21, 0, 0, tzinfo=UTC)
+PRODUCTS: Final = 5000
+#: The slow section of the streaming server, and how slow.
+SLOW_SECTION: Final = "featuredEvents"
+SLOW_FAULT: Final = f"{SLOW_SECTION}=delay:300ms"
+WARM_LIMIT: Final = 10
+#: The whole benchmark, and any one round, stop with an error past these (seconds).
+TIME_LIMIT: Final = 240.0
+ROUND_TIME_LIMIT: Final = 60.0
+REQUEST_TIME_LIMIT: Final = 10.0
+MAX_HEAD: Final = 64 * 1024
+
+
+class HTTPError(RuntimeError):
+    """The server answered something the benchmark did not expect."""
+
+
+class Connection:
+    """One keep-alive HTTP/1.1 connection: a request, then its whole response, in turn."""
+
+    def __init__(self, port: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        self.reader = reader
+        self.writer = writer
+        self.host = f"Host: {HOST}:{port}\r\n".encode()
+
+    @classmethod
+    async def open(cls, port: int) -> Connection:
+        reader, writer = await asyncio.open_connection(HOST, port, limit=MAX_HEAD)
+        return cls(port, reader, writer)
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(OSError):
+            await self.writer.wait_closed()
+
+    def request_bytes(self, target: str) -> bytes:
+        return b"GET %s HTTP/1.1\r\n%s\r\n" % (target.encode(), self.host)
+
+    async def send(self, request: bytes) -> tuple[int, bytes]:
+        """Send a prepared request; the status and the head (lower-cased)."""
+        self.writer.write(request)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        return int(head[9:12]), head.lower()
+
+    async def get(self, request: bytes) -> tuple[int, bytes]:
+        """Send a prepared request; the status and the body (``Content-Length`` framed)."""
+        status, head = await self.send(request)
+        start = head.find(b"\r\ncontent-length:")
+        if start < 0:
+            raise HTTPError(f"no content-length in {head!r}")
+        end = head.index(b"\r\n", start + 2)
+        return status, await self.reader.readexactly(int(head[start + 17 : end]))
+
+    async def stream(self, request: bytes) -> tuple[int, float, bytes]:
+        """Send a request answered in chunks; status, seconds to the first line, whole body."""
+        start = time.perf_counter()
+        status, head = await self.send(request)
+        if b"\r\ntransfer-encoding: chunked" not in head:
+            raise HTTPError(f"not a chunked response: {head!r}")
+        body = bytearray()
+        first_line = 0.0
+        while True:  # bounded by the response's end (and the caller's time limit)
+            size = int((await self.reader.readuntil(b"\r\n")).split(b";")[0], 16)
+            if size == 0:
+                await self.reader.readuntil(b"\r\n")  # no trailers: the final CRLF
+                return status, first_line, bytes(body)
+            body += (await self.reader.readexactly(size + 2))[:-2]
+            if not first_line and b"\n" in body:
+                first_line = time.perf_counter() - start
+
+
+@contextlib.asynccontextmanager
+async def connections(port: int, count: int) -> AsyncIterator[list[Connection]]:
+    opened: list[Connection] = []
+    try:
+        for _ in range(count):
+            opened.append(await Connection.open(port))
+        yield opened
+    finally:
+        for conn in opened:
+            await conn.close()
+
+
+async def timed_get(conn: Connection, target: str) -> tuple[float, bytes]:
+    """One request: seconds to the whole body, and the body (which must be a 200)."""
+    request = conn.request_bytes(target)
+    start = time.perf_counter()
+    with anyio.fail_after(REQUEST_TIME_LIMIT):
+        status, body = await conn.get(request)
+    elapsed = time.perf_counter() - start
+    if status != 200:
+        raise HTTPError(f"GET {target}: {status} {body[:300]!r}")
+    return elapsed, body
+
+
+def cache_statuses(body: bytes) -> dict[str, str]:
+    page = json.loads(body)
+    if page["errors"]:
+        raise HTTPError(f"the page has errors: {page['errors']}")
+    statuses: dict[str, str] = page["metadata"]["cache"]
+    return statuses
+
+
+# -- throughput ------------------------------------------------------------
+
+
+async def load_round(port: int, target: str, *, requests: int, clients: int) -> tuple[float, float]:
+    """``requests`` GETs of ``target`` on ``clients`` connections: (rate, client CPU share)."""
+    per_client = requests // clients
+
+    async def client(conn: Connection) -> None:
+        request = conn.request_bytes(target)
+        for _ in range(per_client):
+            status, body = await conn.get(request)
+            if status != 200:
+                raise HTTPError(f"GET {target}: {status} {body[:300]!r}")
+
+    async with connections(port, clients) as conns:
+        cpu, start = time.process_time(), time.perf_counter()
+        with anyio.fail_after(ROUND_TIME_LIMIT):
+            async with anyio.create_task_group() as tg:
+                for conn in conns:
+                    tg.start_soon(client, conn)
+        elapsed = time.perf_counter() - start
+        cpu = time.process_time() - cpu
+    return per_client * clients / elapsed, cpu / elapsed
+
+
+async def throughput(server: AppServer, *, rounds: int, requests: int, clients: int) -> list[Row]:
+    page_target, bare_target = f"/homepage?limit={WARM_LIMIT}", "/bench/bare"
+    async with connections(server.port, 1) as (conn,):
+        await timed_get(conn, page_target)  # cold: fills the cache
+        _, page = await timed_get(conn, page_target)
+        _, bare = await timed_get(conn, bare_target)
+    if set(cache_statuses(page).values()) != {"HIT"}:
+        raise HTTPError(f"/homepage is not warm: {cache_statuses(page)}")
+    if json.loads(bare)["sections"] != json.loads(page)["sections"]:
+        raise HTTPError("/bench/bare does not answer the page's sections")
+    # Both endpoints once more, unmeasured: connections, routes and code paths warm.
+    for target in (page_target, bare_target):
+        await load_round(server.port, target, requests=clients * 20, clients=clients)
+
+    ratios: list[float] = []
+    rates: dict[str, list[float]] = {page_target: [], bare_target: []}
+    shares: list[float] = []
+    for r in range(rounds):
+        order = (page_target, bare_target) if r % 2 == 0 else (bare_target, page_target)
+        rate: dict[str, float] = {}
+        for target in order:
+            rate[target], share = await load_round(
+                server.port, target, requests=requests, clients=clients
+            )
+            rates[target].append(rate[target])
+            shares.append(share)
+        ratios.append(rate[page_target] / rate[bare_target])
+    async with connections(server.port, 1) as (conn,):
+        _, page = await timed_get(conn, page_target)
+    if not set(cache_statuses(page).values()) <= {"HIT", "STALE"}:
+        raise HTTPError(f"/homepage went cold during the rounds: {cache_statuses(page)}")
+
+    how = f"{rounds} rounds x {requests} requests, {clients} keep-alive connections"
+    return [
+        Row(
+            "http: warm /homepage rps / bare endpoint rps (same bytes)",
+            statistics.median(ratios),
+            f">= 0.8 (median of {how}; rounds {min(ratios):.3f}-{max(ratios):.3f})",
+        ),
+        Row(
+            "http: warm /homepage requests per second",
+            statistics.median(rates[page_target]),
+            "(same server, same run)",
+            unit="/s",
+        ),
+        Row(
+            "http: bare endpoint (same bytes) requests per second",
+            statistics.median(rates[bare_target]),
+            "(same server, same run)",
+            unit="/s",
+        ),
+        Row(
+            "http: load generator CPU / wall time during the rounds",
+            statistics.median(shares),
+            "(informational; well under 1: the server is the bottleneck)",
+        ),
+    ]
+
+
+# -- cold pages: streaming and legacy ---------------------------------------
+
+
+def fresh_limits(used: set[int]) -> Iterator[int]:
+    """Every ``limit`` the server accepts (1 to 50) that has not been asked yet."""
+    return (n for n in range(1, 51) if n not in used)
+
+
+async def streaming(server: AppServer, *, pairs: int) -> list[Row]:
+    limits = fresh_limits({WARM_LIMIT})
+    firsts: list[float] = []
+    fulls: list[float] = []
+    async with connections(server.port, 2) as (streamer, pager):
+
+        async def first_line() -> float:
+            request = streamer.request_bytes(f"/homepage/stream?limit={next(limits)}")
+            with anyio.fail_after(REQUEST_TIME_LIMIT):
+                status, first, body = await streamer.stream(request)
+            lines = [json.loads(line) for line in body.splitlines()]
+            if status != 200 or lines[0].get("cache") != "MISS" or lines[0].get("error"):
+                raise HTTPError(f"stream: {status} {lines[0]}")
+            if lines[-1].get("status") != 200 or lines[-2]["section"] != SLOW_SECTION:
+                raise HTTPError(f"stream: the slow section was not last: {lines[-2:]}")
+            return first
+
+        async def full_page() -> float:
+            elapsed, body = await timed_get(pager, f"/homepage?limit={next(limits)}")
+            statuses = cache_statuses(body)
+            if set(statuses.values()) != {"MISS", "BYPASS"}:  # the faulted one is uncached
+                raise HTTPError(f"the page was not cold: {statuses}")
+            return elapsed
+
+        await first_line()  # unmeasured: the first cold requests open the database pool
+        await full_page()
+        for i in range(pairs):
+            if i % 2 == 0:
+                firsts.append(await first_line())
+                fulls.append(await full_page())
+            else:
+                fulls.append(await full_page())
+                firsts.append(await first_line())
+    first, full = statistics.median(firsts), statistics.median(fulls)
+    return [
+        Row(
+            "http: first streamed section / full page (cold)",
+            first / full,
+            f"<= 0.7 (median of {pairs} pairs, {SLOW_FAULT})",
+        ),
+        Row("http: first streamed section (cold)", first * 1000, "(milliseconds)", unit="ms"),
+        Row("http: full page (cold, slow section)", full * 1000, "(milliseconds)", unit="ms"),
+    ]
+
+
+async def legacy_against_batch(server: AppServer, *, pairs: int) -> list[Row]:
+    limits = fresh_limits({WARM_LIMIT})
+    legacy_times: list[float] = []
+    batch_times: list[float] = []
+    async with connections(server.port, 1) as (conn,):
+
+        async def legacy(limit: int) -> float:
+            total = 0.0
+            for path in LEGACY_ENDPOINTS.values():
+                sep = "&" if "?" in path else "?"
+                elapsed, _ = await timed_get(conn, f"{path}{sep}limit={limit}")
+                total += elapsed
+            return total
+
+        async def batch(limit: int) -> float:
+            elapsed, body = await timed_get(conn, f"/homepage?limit={limit}")
+            if set(cache_statuses(body).values()) != {"MISS"}:
+                raise HTTPError(f"the page was not cold: {cache_statuses(body)}")
+            return elapsed
+
+        await legacy(WARM_LIMIT)  # unmeasured: the legacy routes are never cached
+        for i in range(pairs):
+            limit = next(limits)
+            if i % 2 == 0:
+                legacy_times.append(await legacy(limit))
+                batch_times.append(await batch(limit))
+            else:
+                batch_times.append(await batch(limit))
+                legacy_times.append(await legacy(limit))
+    return [
+        Row(
+            "http: six legacy calls in sequence / one cold /homepage",
+            statistics.median(legacy_times) / statistics.median(batch_times),
+            f"(informational, median of {pairs} pairs; modest because nx-27017 "
+            "answers about one query at a time)",
+        )
+    ]
+
+
+# -- the run ---------------------------------------------------------------
+
+
+async def run(quick: bool) -> list[Row]:
+    if quick:
+        rounds, requests, clients, pairs = 5, 3000, 8, 3
+    else:
+        rounds, requests, clients, pairs = 7, 8000, 8, 7
+    with anyio.fail_after(TIME_LIMIT):
+        async with EmbeddedMongo() as mongo:
+            client = connect(mongo.url)
+            try:
+                await seed(client["homepage"], products=PRODUCTS, now=SEED_NOW)
+            finally:
+                await client.close()
+            common = {
+                "MONGODB_URL": mongo.url,
+                "BATCHPAGE_DB": "homepage",
+                "BATCHPAGE_SEED": "0",
+                "BATCHPAGE_EXAMPLE_NOW": SEED_NOW.isoformat(),
+            }
+            envs = {
+                "homepage": app_environment(**common, BATCHPAGE_BENCH_BARE="1"),
+                "slow": app_environment(**common, BATCHPAGE_EXAMPLE_FAULTS=SLOW_FAULT),
+            }
+            with app_servers(envs) as servers:
+                rows = await throughput(
+                    servers["homepage"], rounds=rounds, requests=requests, clients=clients
+                )
+                rows += await streaming(servers["slow"], pairs=pairs)
+                rows += await legacy_against_batch(servers["homepage"], pairs=pairs)
+    return rows
