@@ -31,3 +31,32 @@ def test_core_imports_no_web_framework_or_driver() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_core_imports_only_its_declared_dependencies() -> None:
+    """Every module-level import of the core is the stdlib, batchpage, or a declared dependency.
+
+    A package that happens to be installed beside batchpage (sniffio came with
+    httpx) must not stand in for one a user's ``pip install batchpage`` lacks.
+    """
+    import ast
+    import sys
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    declared = {
+        d.split(">")[0].split("=")[0].split("[")[0].strip() for d in project["dependencies"]
+    }
+    allowed = set(sys.stdlib_module_names) | declared | {"batchpage"}
+    offenders = []
+    for path in sorted((root / "src" / "batchpage").glob("*.py")):
+        for node in ast.parse(path.read_text()).body:  # module level only: lazy imports are opt-in
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            offenders += [f"{path.name}: {n}" for n in names if n.split(".")[0] not in allowed]
+    assert offenders == []

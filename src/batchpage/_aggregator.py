@@ -12,7 +12,6 @@ from typing import Self
 import anyio
 import anyio.abc
 import attrs
-import sniffio
 from anyio.streams.memory import MemoryObjectSendStream
 
 from ._breaker import CircuitBreaker
@@ -28,6 +27,7 @@ from ._errors import (
 )
 from ._executor import Attempt, Executor, timeout_error
 from ._keys import KeyBuilder, escape
+from ._loop import running_loop
 from ._memory import MemoryCache
 from ._result import NULL, CacheStatus, PageResult, SectionResult
 from ._scope import Scope
@@ -51,15 +51,6 @@ class AggregatorStats:
     refreshes_skipped: int = 0  #: another instance held the refresh lock
     shared_fetches: int = 0  #: misses answered by another caller's fetch
     serialization_errors: int = 0
-
-
-def _fast_clock() -> Callable[[], float]:
-    """The running loop's clock, without anyio's per-call backend lookup."""
-    if sniffio.current_async_library() == "asyncio":
-        import asyncio
-
-        return asyncio.get_running_loop().time
-    return anyio.current_time
 
 
 class _Fill:
@@ -153,7 +144,7 @@ class Aggregator:
             await self.cache.__aexit__(None, None, None)
             raise
         self._tg = tg
-        self._now = _fast_clock()
+        _, self._now = running_loop()
         self._idle = anyio.Event()
         self._idle.set()
         return self

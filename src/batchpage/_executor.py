@@ -7,7 +7,6 @@ from outside (the client went away, the server shuts down) propagates.
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import logging
 import math
@@ -20,6 +19,7 @@ import attrs
 from ._breaker import CircuitBreaker
 from ._context import RequestContext
 from ._errors import ErrorCode, SectionError
+from ._loop import running_loop
 from ._section import Section
 
 logger = logging.getLogger("batchpage")
@@ -95,7 +95,7 @@ class Executor:
     def _bind(self) -> anyio.CapacityLimiter:
         # A limiter belongs to one event loop; an executor may outlive it
         # (a test, a worker restarting its loop), so bind to the running one.
-        loop, now = _running_loop()
+        loop, now = running_loop()
         if loop is not self._loop:
             self._loop = loop
             self._limiter = anyio.CapacityLimiter(self.max_concurrency)
@@ -199,17 +199,6 @@ class Executor:
             # A plain function that returned a coroutine (``lambda ctx: fetch(ctx)``).
             return await result.awaitable
         return result
-
-
-def _running_loop() -> tuple[object, Callable[[], float]]:
-    """The running loop's identity and its clock (anyio's, without the dispatch)."""
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:
-        import trio
-
-        return trio.lowlevel.current_trio_token(), trio.current_time
-    return loop, loop.time
 
 
 class _Awaitable:
