@@ -7,8 +7,10 @@ in-process cache that already holds every value, and produces the JSON body.
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
+import anyio
 from aiocache import Cache as AioCache
 from cashews import Cache as CashewsCache
 
@@ -26,6 +28,49 @@ def _page(sections: dict[str, Any]) -> bytes:
         {"sections": sections, "errors": [], "metadata": {"partialFailure": False}},
         separators=(",", ":"),
     ).encode()
+
+
+class _Counting:
+    """A source that takes 50 ms and counts its calls."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.calls = 0
+
+    async def __call__(self, ctx: RequestContext) -> Any:
+        self.calls += 1
+        await anyio.sleep(0.05)
+        return VALUES[self.name]
+
+
+async def _stampede(*, concurrent: int) -> list[Row]:
+    """``concurrent`` requests for one cold page at once, against a single cold page."""
+
+    async def cold_page_time(requests: int) -> tuple[float, list[int]]:
+        sources = [_Counting(n) for n in SECTION_NAMES]
+        sections = [Section(name=s.name, source=s, cache=CachePolicy()) for s in sources]
+        async with Aggregator(sections, page="stampede") as agg:
+            start = time.perf_counter()
+            async with anyio.create_task_group() as tg:
+                for _ in range(requests):
+                    tg.start_soon(agg.fetch, CTX)
+            return time.perf_counter() - start, [s.calls for s in sources]
+
+    one, _ = await cold_page_time(1)
+    many, calls = await cold_page_time(concurrent)
+    return [
+        Row(
+            f"stampede: source calls per section, {concurrent} concurrent cold requests",
+            max(calls),
+            "1 (every section: " + ", ".join(map(str, calls)) + ")",
+            unit="",
+        ),
+        Row(
+            f"stampede: {concurrent} concurrent cold pages / one cold page (time)",
+            many / one,
+            "(informational; the sources take 50 ms)",
+        ),
+    ]
 
 
 def _source(name: str) -> Any:
@@ -79,7 +124,10 @@ async def run(quick: bool) -> list[Row]:
     t_aio = await median_time(with_aiocache, repeat=repeat, inner=inner)
     await aio.close()
 
+    stampede = await _stampede(concurrent=1000)
+
     return [
+        *stampede,
         Row(
             "warm page (memory): batchpage / (six dict reads + json.dumps)",
             t_ours / t_base,
