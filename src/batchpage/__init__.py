@@ -6,7 +6,7 @@ stale-while-revalidate, and one failing section never fails the page.
 
 from contextlib import suppress as _suppress
 
-from ._aggregator import Aggregator, AggregatorStats
+from ._aggregator import Aggregator
 from ._breaker import BreakerPolicy, BreakerState, CircuitBreaker
 from ._cache import Cache
 from ._context import RequestContext
@@ -30,6 +30,7 @@ from ._rollout import Rollout
 from ._scope import Scope
 from ._section import NO_FALLBACK, Section, Source
 from ._serializer import JsonSerializer, Serializer
+from ._stats import AggregatorStats
 
 __all__ = [
     "NO_FALLBACK",

@@ -26,6 +26,7 @@ from ._errors import (
     UnknownSectionError,
 )
 from ._executor import Attempt, Executor, timeout_error
+from ._filler import CacheFiller, Fill
 from ._keys import KeyBuilder, escape
 from ._loop import running_loop
 from ._memory import MemoryCache
@@ -33,34 +34,12 @@ from ._result import NULL, CacheStatus, PageResult, SectionResult
 from ._scope import Scope
 from ._section import Section
 from ._serializer import JsonSerializer, Serializer
-from ._singleflight import SingleFlight
+from ._stats import AggregatorStats
 from ._units import Seconds, positive_seconds
 
 logger = logging.getLogger("batchpage")
 
 _ANONYMOUS = RequestContext()
-
-
-@attrs.define
-class AggregatorStats:
-    """Counters of the aggregator's own work (the executor and caches count theirs)."""
-
-    pages: int = 0
-    refreshes: int = 0
-    refresh_failures: int = 0
-    refreshes_skipped: int = 0  #: another instance held the refresh lock
-    shared_fetches: int = 0  #: misses answered by another caller's fetch
-    serialization_errors: int = 0
-
-
-class _Fill:
-    """What filling a key gave: the payload to serve, or the error."""
-
-    __slots__ = ("attempt", "payload")
-
-    def __init__(self, payload: bytes | None, attempt: Attempt) -> None:
-        self.payload = payload
-        self.attempt = attempt
 
 
 class Aggregator:
@@ -117,10 +96,13 @@ class Aggregator:
             if s.breaker is not None
         }
         self._required = frozenset(s.name for s in self.sections.values() if s.required)
-        self._flights: SingleFlight[str, _Fill] = SingleFlight()
-        self._refreshing: set[str] = set()
-        self._idle = anyio.Event()
-        self._idle.set()
+        self._filler = CacheFiller(
+            cache=self.cache,
+            executor=self.executor,
+            serializer=self.serializer,
+            breakers=self._breakers,
+            stats=self.stats,
+        )
         self._plans: dict[tuple[str, ...] | None, tuple[Section, ...]] = {}
         # Cache keys per (plan, user, params): building them is most of a warm page.
         self._key_memo: dict[tuple[object, ...], list[str | None]] = {}
@@ -145,8 +127,6 @@ class Aggregator:
             raise
         self._tg = tg
         _, self._now = running_loop()
-        self._idle = anyio.Event()
-        self._idle.set()
         return self
 
     async def __aexit__(
@@ -377,7 +357,7 @@ class Aggregator:
                 status = CacheStatus.HIT
             else:
                 status = CacheStatus.STALE
-                self._schedule_refresh(section, key, ctx)
+                self._filler.schedule_refresh(self._task_group(), section, key, ctx)
             results[section.name] = SectionResult(
                 section.name, entry.payload, status, lookup_ms, None, False, decode
             )
@@ -399,18 +379,14 @@ class Aggregator:
         """
         start = self._now()
         if key is None:
-            attempt = await self.executor.call(
-                section, ctx, breaker=self._breakers.get(section.name), deadline=ctx.deadline
-            )
-            payload = self._encode(section, attempt) if attempt.ok else None
+            attempt = await self._filler.call(section, ctx)
+            payload = self._filler.encode(section, attempt) if attempt.ok else None
             status = CacheStatus.BYPASS
         else:
-            fill: _Fill | None = None
+            fill: Fill | None = None
             # A caller that shares another's fetch is bound by its own deadline.
             with anyio.move_on_after(min(start + section.timeout, ctx.deadline) - start):
-                fill, shared = await self._flights.do(key, lambda: self._fill(section, key, ctx))
-                if shared:
-                    self.stats.shared_fetches += 1
+                fill = await self._filler.fill(section, key, ctx)
             if fill is None:
                 error = timeout_error(section, start, ctx.deadline)
                 attempt = Attempt(None, error, self._now() - start)
@@ -476,103 +452,12 @@ class Aggregator:
             logger.exception("section %r: fallback failed", section.name)
             return None
 
-    def _encode(self, section: Section, attempt: Attempt) -> bytes | None:
-        try:
-            return self.serializer.dumps(attempt.value)
-        except Exception:
-            self.stats.serialization_errors += 1
-            logger.exception("section %r: value is not serializable", section.name)
-            return None
-
-    async def _fill(self, section: Section, key: str, ctx: RequestContext) -> _Fill:
-        """Fetch a missing key once across instances, and store it."""
-        policy = section.cache
-        assert policy is not None
-        token = await self.cache.try_lock(key, section.timeout)
-        if token is None:
-            # Another instance is fetching this key: wait for its write.
-            entry = await self.cache.wait_for(key, max(0.0, min(section.timeout, ctx.remaining())))
-            if entry is not None and not entry.dead(self.cache.clock()):
-                return _Fill(entry.payload, Attempt(None, None, 0.0))
-        try:
-            if token is not None:
-                # Another instance may have filled the key between our read and
-                # our lock; then its value is ours too.
-                fresh = await self._fresh_entry(key)
-                if fresh is not None:
-                    self.stats.shared_fetches += 1
-                    return _Fill(fresh.payload, Attempt(None, None, 0.0))
-            attempt = await self.executor.call(
-                section, ctx, breaker=self._breakers.get(section.name), deadline=ctx.deadline
-            )
-            payload = self._encode(section, attempt) if attempt.ok else None
-            if payload is not None:
-                await self.cache.set(key, Entry.create(payload, policy, self.cache.clock()))
-            return _Fill(payload, attempt)
-        finally:
-            if token is not None:
-                with anyio.CancelScope(shield=True):
-                    await self.cache.unlock(key, token)
-
-    async def _fresh_entry(self, key: str) -> Entry | None:
-        (entry,) = await self.cache.get_many([key])
-        if entry is not None and self.cache.clock() < entry.fresh_until:
-            return entry
-        return None
-
-    # -- stale-while-revalidate ---------------------------------------------
-
-    def _schedule_refresh(self, section: Section, key: str, ctx: RequestContext) -> None:
-        if key in self._refreshing or key in self._flights:
-            return
-        tg = self._task_group()
-        if not self._refreshing:
-            self._idle = anyio.Event()
-        self._refreshing.add(key)
-        tg.start_soon(self._refresh, section, key, ctx)
-
-    async def _refresh(self, section: Section, key: str, ctx: RequestContext) -> None:
-        policy = section.cache
-        assert policy is not None
-        try:
-            token = await self.cache.try_lock(key, section.timeout)
-            if token is None:
-                self.stats.refreshes_skipped += 1
-                return
-            try:
-                if await self._fresh_entry(key) is not None:  # refreshed meanwhile
-                    self.stats.refreshes_skipped += 1
-                    return
-                self.stats.refreshes += 1
-                ctx = attrs.evolve(ctx, deadline=anyio.current_time() + section.timeout)
-                attempt = await self.executor.call(
-                    section, ctx, breaker=self._breakers.get(section.name), deadline=ctx.deadline
-                )
-                payload = self._encode(section, attempt) if attempt.ok else None
-                if payload is None:
-                    self.stats.refresh_failures += 1
-                    logger.warning(
-                        "section %r: background refresh failed (%s); still serving stale",
-                        section.name,
-                        attempt.error.code if attempt.error else "SERIALIZATION_ERROR",
-                    )
-                    return
-                await self.cache.set(key, Entry.create(payload, policy, self.cache.clock()))
-            finally:
-                with anyio.CancelScope(shield=True):
-                    await self.cache.unlock(key, token)
-        finally:
-            self._refreshing.discard(key)
-            if not self._refreshing:
-                self._idle.set()
-
     async def settle(self) -> None:
         """Wait until the background refreshes started so far have finished.
 
         For tests, and for a graceful shutdown that lets refreshes land.
         """
-        while self._refreshing:
-            await self._idle.wait()
+        await self._filler.settle()
 
     # -- invalidation -------------------------------------------------------
 
