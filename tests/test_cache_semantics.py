@@ -406,3 +406,25 @@ async def test_a_key_filled_between_read_and_lock_is_not_fetched_again(
     assert source.calls == 0
     assert page.sections["a"] == {"n": 99}
     assert status(page) is CacheStatus.MISS
+
+
+def test_memory_ttl_caps_how_long_an_entry_stays(fake_clock: FakeClock) -> None:
+    """With ttl=60 an entry fresh for 180 s leaves memory after 60 s."""
+    cache = MemoryCache(max_entries=50, ttl=60, clock=fake_clock)
+    now = fake_clock.now
+    cache.put(
+        "a",
+        Entry(
+            b"1", stored_at=now, fresh_until=now + 180, stale_until=now + 300, error_until=now + 300
+        ),
+    )
+    fake_clock.advance(59)
+    assert cache.get("a") is not None
+    fake_clock.advance(1)
+    assert cache.get("a") is None
+
+
+def test_memory_ttl_is_validated() -> None:
+    """A non-positive ttl is rejected with the field's name."""
+    with pytest.raises(ValueError, match="ttl"):
+        MemoryCache(ttl=0)

@@ -12,6 +12,8 @@ from batchpage import (
     Entry,
     InvalidationIncomplete,
     LayeredCache,
+    MemoryCache,
+    RedisCache,
     RequestContext,
     Scope,
     Section,
@@ -377,3 +379,21 @@ async def test_a_redis_restart_is_not_an_outage(
     assert page.status_code == 200
     assert (stats.errors, stats.outages) == (0, 0)
     assert private_redis_server.data_calls()["mget"] >= 1
+
+
+async def test_memory_ttl_sends_reads_back_to_redis(
+    redis_server: RedisServer, fake_clock: FakeClock
+) -> None:
+    """Past the memory layer's ttl, a fresh entry is read from Redis again and refills memory."""
+    memory = MemoryCache(ttl=1, clock=fake_clock)
+    redis = RedisCache.from_url(redis_server.url, clock=fake_clock)
+    async with LayeredCache(memory, redis) as cache:
+        await cache.set(K1, entry(fake_clock))
+        fake_clock.advance(2)  # still fresh by its policy, gone from memory by the ttl
+        assert memory.get(K1) is None
+        before = redis_server.data_calls()
+        [got] = await cache.get_many([K1])
+        after = redis_server.data_calls()
+    assert got is not None
+    assert calls_between(before, after) == {"mget": 1}
+    assert memory.get(K1) is not None

@@ -10,6 +10,7 @@ from typing import Self
 import cachetools
 
 from ._entry import Entry
+from ._units import Seconds, positive_seconds
 
 # Per-entry bookkeeping (the Entry object, its key, the LRU links) in bytes,
 # counted with the payload so that many tiny values are bounded too.
@@ -21,8 +22,11 @@ class MemoryCache:
 
     Bounded by ``max_entries`` and, when given, ``max_bytes`` (payload plus a
     fixed overhead per entry); the least recently used entry goes first.
-    ``clock`` (seconds) judges freshness; tests pass a fake one. Locks are
-    always granted: in one process, single-flight is the aggregator's job.
+    ``ttl`` (seconds) caps how long an entry stays here whatever its policy:
+    under a :class:`LayeredCache` it bounds how long this instance serves its
+    own copy without looking at Redis (the seed's memory layer: 50 entries,
+    60 s). ``clock`` (seconds) judges freshness; tests pass a fake one. Locks
+    are always granted: in one process, single-flight is the aggregator's job.
     """
 
     def __init__(
@@ -30,6 +34,7 @@ class MemoryCache:
         *,
         max_entries: int = 1000,
         max_bytes: int | None = None,
+        ttl: Seconds | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if isinstance(max_entries, bool) or not isinstance(max_entries, int) or max_entries < 1:
@@ -40,12 +45,14 @@ class MemoryCache:
             raise ValueError(f"max_bytes must be a positive int or None, got {max_bytes!r}")
         self.max_entries = max_entries
         self.max_bytes = max_bytes
+        self.ttl = None if ttl is None else positive_seconds(ttl, name="ttl")
         self.clock = clock
-        self._data: cachetools.LRUCache[str, Entry]
+        # Each entry with the moment it leaves: the earlier of its own end and the ttl.
+        self._data: cachetools.LRUCache[str, tuple[Entry, float]]
         if max_bytes is None:
             self._data = cachetools.LRUCache(max_entries)
         else:
-            self._data = cachetools.LRUCache(max_bytes, getsizeof=_size)
+            self._data = cachetools.LRUCache(max_bytes, getsizeof=_item_size)
 
     async def __aenter__(self) -> Self:
         return self
@@ -63,7 +70,7 @@ class MemoryCache:
 
     @property
     def size_bytes(self) -> int:
-        return sum(_size(e) for e in self._data.values())
+        return sum(_item_size(item) for item in self._data.values())
 
     def get(self, key: str) -> Entry | None:
         return self.get_many_now((key,))[0]
@@ -75,11 +82,11 @@ class MemoryCache:
         out: list[Entry | None] = []
         for key in keys:
             try:
-                entry = data[key]  # refreshes the key's recency
+                entry, leaves_at = data[key]  # refreshes the key's recency
             except KeyError:
                 out.append(None)
                 continue
-            if now >= entry.useless_after:
+            if now >= leaves_at:
                 data.pop(key, None)
                 out.append(None)
             else:
@@ -93,7 +100,10 @@ class MemoryCache:
         if self.max_bytes is not None and _size(entry) > self.max_bytes:
             self._data.pop(key, None)  # too big to keep; never serve an older value
             return
-        self._data[key] = entry
+        leaves_at = entry.useless_after
+        if self.ttl is not None:
+            leaves_at = min(leaves_at, self.clock() + self.ttl)
+        self._data[key] = (entry, leaves_at)
         while len(self._data) > self.max_entries:
             self._data.popitem()
 
@@ -122,3 +132,7 @@ class MemoryCache:
 
 def _size(entry: Entry) -> int:
     return len(entry.payload) + _OVERHEAD
+
+
+def _item_size(item: tuple[Entry, float]) -> int:
+    return _size(item[0])
