@@ -110,6 +110,16 @@ async def open_db(mongo: SeededMongo) -> AsyncIterator[Database]:
         await client.close()
 
 
+@pytest.fixture
+async def db(homepage_mongo: SeededMongo, anyio_backend: object) -> AsyncIterator[Database]:
+    """A client on the session's seeded database, opened in the test's own event loop.
+
+    Test modules pin ``anyio_backend`` to asyncio: pymongo's async client needs it.
+    """
+    async with open_db(homepage_mongo) as database:
+        yield database
+
+
 @pytest.fixture(scope="session")
 def homepage_mongo() -> Iterator[SeededMongo]:
     """One seeded MongoDB-compatible server for the session (``MONGODB_URL``'s if set)."""

@@ -13,7 +13,7 @@ import json
 import os
 import re
 import subprocess
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -47,7 +47,7 @@ from examples.homepage.queries import (
     user_favorite_categories,
 )
 
-from mongo_server import TEST_DB, SeededMongo, open_db, seed_at
+from mongo_server import TEST_DB, SeededMongo, seed_at
 
 pytestmark = [pytest.mark.anyio, pytest.mark.mongo]
 
@@ -61,12 +61,6 @@ Query = Callable[[Database, int], Awaitable[list[Document]]]
 def anyio_backend() -> tuple[str, dict[str, Any]]:
     """pymongo's AsyncMongoClient runs on asyncio only."""
     return "asyncio", {}
-
-
-@pytest.fixture
-async def db(homepage_mongo: SeededMongo, anyio_backend: object) -> AsyncIterator[Database]:
-    async with open_db(homepage_mongo) as database:
-        yield database
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from examples.homepage.sources import (
 )
 
 from batchpage import Aggregator, CacheStatus, ErrorCode, RequestContext, Scope, Section
-from mongo_server import SeededMongo, open_db
+from mongo_server import SeededMongo
 
 pytestmark = [pytest.mark.anyio, pytest.mark.mongo]
 
@@ -37,12 +37,6 @@ HOSTILE_USER_IDS = ['{"$ne": null}', "*", ".*", "$where", "u1\x00", "x" * 10_000
 def anyio_backend() -> tuple[str, dict[str, Any]]:
     """pymongo's AsyncMongoClient runs on asyncio only."""
     return "asyncio", {}
-
-
-@pytest.fixture
-async def db(homepage_mongo: SeededMongo, anyio_backend: object) -> AsyncIterator[Database]:
-    async with open_db(homepage_mongo) as database:
-        yield database
 
 
 @pytest.fixture
