@@ -274,7 +274,7 @@ def test_hostile_user_ids_cannot_reach_other_keys(fake_clock: FakeClock) -> None
     agg = page_of(Counter(), fake_clock, scope=Scope.USER)
     section = agg.sections["a"]
     normal = agg.key_for(section, RequestContext(user_id="alice"))
-    for hostile in ("alice:*", "*", "{homepage:v1}", "a" * 10_000, "al\nice", "ali ce", ""):
+    for hostile in ("alice:*", "*", "{homepage:v1}", "a" * 10_000, "al\nice", "ali ce"):
         key = agg.key_for(section, RequestContext(user_id=hostile))
         tail = key.split("}", 1)[1]
         assert "*" not in tail
@@ -289,7 +289,7 @@ def test_keys_carry_prefix_page_version_and_hash_tag(fake_clock: FakeClock) -> N
     section = Section(name="featuredProducts", source=Counter(), cache=POLICY)
     agg = Aggregator([section], page="homepage", version="v1", key_prefix="shop")
     key = agg.key_for(section, RequestContext(params={"limit": 10}))
-    assert key == "shop:{homepage:v1}:featuredProducts:g:v-limit=10"
+    assert key == "shop:{homepage:v1}:featuredProducts:g:v-limit=i.10"
 
 
 async def test_a_full_hit_spawns_no_task(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
 from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from types import TracebackType
@@ -26,7 +27,7 @@ from ._errors import (
     UnknownSectionError,
 )
 from ._executor import Attempt, Executor, timeout_error
-from ._filler import CacheFiller, Fill
+from ._filler import CacheFiller
 from ._keys import KeyBuilder, escape
 from ._loop import running_loop
 from ._memory import MemoryCache
@@ -40,6 +41,19 @@ from ._units import Seconds, positive_seconds
 logger = logging.getLogger("batchpage")
 
 _ANONYMOUS = RequestContext()
+# Longer user ids are not memoised: the memo stays small whatever ids come in.
+_MEMO_MAX_USER = 128
+
+
+class _Run:
+    """One page's pending work: how to stop it, and why it stopped (fail-fast)."""
+
+    __slots__ = ("fail_fast", "failed", "stop")
+
+    def __init__(self, fail_fast: bool) -> None:
+        self.fail_fast = fail_fast
+        self.stop: anyio.CancelScope | None = None
+        self.failed: str | None = None  #: the required section whose failure stopped the page
 
 
 class Aggregator:
@@ -183,39 +197,41 @@ class Aggregator:
 
     def key_for(self, section: Section, ctx: RequestContext) -> str:
         """The cache key of ``section`` for this request."""
-        return self.keys.key(
-            section.name, self.scope_part(section, ctx), self.keys.params_part(ctx.params)
-        )
+        return self.keys.key(section.name, self.scope_part(section, ctx), ctx.params_key)
 
     # -- fetching ---------------------------------------------------------
 
     async def fetch(
         self, ctx: RequestContext | None = None, *, sections: Sequence[str] | None = None
     ) -> PageResult:
-        """Every requested section, fetched or cached, as one :class:`PageResult`."""
+        """Every requested section, fetched or cached, as one :class:`PageResult`.
+
+        The page deadline (``page_timeout``, or the context's own, whichever
+        comes first) bounds the whole call, cache work included: a section
+        still running then is a ``TIMEOUT_ERROR`` (or its stale value or
+        fallback stands in).
+        """
         if self._tg is None:
             self._task_group()
         ctx = _ANONYMOUS if ctx is None else ctx
         plan = self._plans.get(None if sections is None else tuple(sections)) or self.plan(sections)
         now = self._now
         start = now()
+        deadline = self._deadline(ctx, start)
         results: dict[str, SectionResult] = {}
-        pending = await self._from_cache(plan, ctx, results, start)
+        pending = await self._from_cache(plan, ctx, results, start, deadline)
         if pending:
-            ctx = self._with_deadline(ctx, start)
-            async with anyio.create_task_group() as tg:
-                stop = tg.cancel_scope if self.fail_fast else None
-                for section, key, old in pending:
-                    tg.start_soon(self._resolve, section, key, old, ctx, results, stop)
-            if len(results) < len(plan):  # fail-fast cancelled some sections
-                failed = next(
-                    (n for n in self._required if n in results and results[n].unavailable), "?"
-                )
-                for section, _, _ in pending:
+            ctx = self._with_deadline(ctx, deadline)
+            run = _Run(self.fail_fast)
+            with anyio.CancelScope(deadline=deadline):
+                async with anyio.create_task_group() as tg:
+                    run.stop = tg.cancel_scope
+                    for section, key, old in pending:
+                        tg.start_soon(self._resolve, section, key, old, ctx, results, run)
+            if len(results) < len(plan):  # cut short: the deadline, or fail-fast
+                for section, _, old in pending:
                     if section.name not in results:
-                        results[section.name] = self._cancelled(
-                            section, ctx, f"cancelled: required section {failed!r} failed"
-                        )
+                        results[section.name] = self._cut_short(section, old, ctx, start, run)
             results = {s.name: results[s.name] for s in plan}
         self.stats.pages += 1
         return PageResult(
@@ -232,21 +248,23 @@ class Aggregator:
         """Yield each section's result as soon as it is ready, fastest first.
 
         Cached sections come first. The sources run in tasks owned by the
-        aggregator; closing the iterator early cancels those still running.
+        aggregator, under the same page deadline and fail-fast rule as
+        :meth:`fetch`; closing the iterator early cancels those still running.
         """
         tg = self._task_group()
         ctx = _ANONYMOUS if ctx is None else ctx
         plan = self.plan(sections)
         start = self._now()
+        deadline = self._deadline(ctx, start)
         results: dict[str, SectionResult] = {}
-        pending = await self._from_cache(plan, ctx, results, start)
+        pending = await self._from_cache(plan, ctx, results, start, deadline)
         for result in results.values():
             yield result
         if not pending:
             return
-        ctx = self._with_deadline(ctx, start)
+        ctx = self._with_deadline(ctx, deadline)
         send, receive = anyio.create_memory_object_stream[SectionResult](len(pending))
-        scope: anyio.CancelScope = await tg.start(self._stream_pending, pending, ctx, send)
+        scope: anyio.CancelScope = await tg.start(self._stream_pending, pending, ctx, send, start)
         try:
             async with receive:
                 async for result in receive:
@@ -259,14 +277,17 @@ class Aggregator:
         pending: list[tuple[Section, str | None, Entry | None]],
         ctx: RequestContext,
         send: MemoryObjectSendStream[SectionResult],
+        start: float,
         *,
         task_status: anyio.abc.TaskStatus[anyio.CancelScope],
     ) -> None:
-        with anyio.CancelScope() as scope:
+        run = _Run(self.fail_fast)
+        with anyio.CancelScope(deadline=ctx.deadline) as scope:
             task_status.started(scope)
             async with send, anyio.create_task_group() as tg:
+                run.stop = tg.cancel_scope
                 for section, key, old in pending:
-                    tg.start_soon(self._resolve_and_send, section, key, old, ctx, send)
+                    tg.start_soon(self._resolve_and_send, section, key, old, ctx, send, start, run)
 
     async def _resolve_and_send(
         self,
@@ -275,31 +296,46 @@ class Aggregator:
         old: Entry | None,
         ctx: RequestContext,
         send: MemoryObjectSendStream[SectionResult],
+        start: float,
+        run: _Run,
     ) -> None:
         results: dict[str, SectionResult] = {}
         try:
-            await self._resolve(section, key, old, ctx, results)
+            await self._resolve(section, key, old, ctx, results, run)
         except anyio.get_cancelled_exc_class():
-            # The aggregator is shutting down (or the consumer left): a listener
-            # still gets one entry per section.
+            # The deadline, fail-fast, the consumer leaving or the aggregator
+            # shutting down: a listener still gets one entry per section.
             with contextlib.suppress(
                 anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.WouldBlock
             ):
-                send.send_nowait(self._cancelled(section, ctx, "cancelled: shutting down"))
+                send.send_nowait(self._cut_short(section, old, ctx, start, run))
             raise
         # The consumer may have stopped listening.
         with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
             await send.send(results[section.name])
 
-    def _cancelled(self, section: Section, ctx: RequestContext, message: str) -> SectionResult:
-        error = SectionError(section.name, ErrorCode.CANCELLED, message)
+    def _cut_short(
+        self, section: Section, old: Entry | None, ctx: RequestContext, start: float, run: _Run
+    ) -> SectionResult:
+        """The result of a section cancelled before it had one: why, and what stands in."""
         status = CacheStatus.BYPASS if section.cache is None else CacheStatus.MISS
-        return self._result(section, Attempt(None, error, 0.0), None, None, status, ctx, 0.0)
+        now = self._now()
+        if run.failed is not None:
+            message = f"cancelled: required section {run.failed!r} failed"
+            error = SectionError(section.name, ErrorCode.CANCELLED, message)
+        elif now >= ctx.deadline:
+            error = timeout_error(section, start, ctx.deadline)
+        else:
+            error = SectionError(section.name, ErrorCode.CANCELLED, "cancelled: shutting down")
+        elapsed_ms = (now - start) * 1000
+        return self._result(section, Attempt(None, error, 0.0), None, old, status, ctx, elapsed_ms)
 
-    def _with_deadline(self, ctx: RequestContext, start: float) -> RequestContext:
+    def _deadline(self, ctx: RequestContext, start: float) -> float:
         if self.page_timeout is None:
-            return ctx
-        deadline = start + self.page_timeout
+            return ctx.deadline
+        return min(ctx.deadline, start + self.page_timeout)
+
+    def _with_deadline(self, ctx: RequestContext, deadline: float) -> RequestContext:
         if ctx.deadline <= deadline:
             return ctx
         return attrs.evolve(ctx, deadline=deadline)
@@ -307,21 +343,19 @@ class Aggregator:
     def _keys_for(self, plan: tuple[Section, ...], ctx: RequestContext) -> list[str | None]:
         """Each planned section's cache key (``None`` if not cached), memoised."""
         # The plan's names, not its identity: an uncached plan's id may be reused.
-        memo_key = (tuple(s.name for s in plan), ctx.user_id, *ctx.params.items())
-        try:
-            keys = self._key_memo.get(memo_key)
-            memoisable = True
-        except TypeError:  # an unhashable parameter value
-            keys, memoisable = None, False
+        # The params by their key token: typed, and bounded in size.
+        user = ctx.user_id
+        memo_key = (tuple(s.name for s in plan), user, ctx.params_key)
+        keys = self._key_memo.get(memo_key)
         if keys is not None:
             return keys
-        params = self.keys.params_part(ctx.params)
+        params = ctx.params_key
         built: list[str | None] = [
             None if s.cache is None else self.keys.key(s.name, self.scope_part(s, ctx), params)
             for s in plan
         ]
         custom = any(s.cache is not None and not isinstance(s.scope, Scope) for s in plan)
-        if memoisable and not custom:
+        if not custom and (user is None or len(user) <= _MEMO_MAX_USER):
             if len(self._key_memo) >= 4096:
                 self._key_memo.clear()
             self._key_memo[memo_key] = built
@@ -333,14 +367,20 @@ class Aggregator:
         ctx: RequestContext,
         results: dict[str, SectionResult],
         start: float,
+        deadline: float,
     ) -> list[tuple[Section, str | None, Entry | None]]:
         """Fill ``results`` from the cache, in plan order; return what must be fetched.
 
-        This is the warm path: no task, no decoding, one cache call.
+        This is the warm path: no task, no decoding, one cache call, within
+        the page deadline.
         """
         keys = self._keys_for(plan, ctx)
         lookup = [k for k in keys if k is not None]
-        entries = iter(await self.cache.get_many(lookup) if lookup else ())
+        if lookup:
+            budget = None if deadline == math.inf else deadline - start
+            entries = iter(await self.cache.get_many(lookup, budget=budget))
+        else:
+            entries = iter(())
         now = self.cache.clock()
         lookup_ms = (self._now() - start) * 1000
         decode = self.serializer.loads
@@ -370,12 +410,12 @@ class Aggregator:
         old: Entry | None,
         ctx: RequestContext,
         results: dict[str, SectionResult],
-        stop: anyio.CancelScope | None = None,
+        run: _Run,
     ) -> None:
         """Fetch one section that the cache could not answer, and record it.
 
-        With ``stop`` (fail-fast), a required section that ends with nothing to
-        show cancels the rest of the page: it is a 503 whatever they return.
+        With fail-fast, a required section that ends with nothing to show
+        cancels the rest of the page: it is a 503 whatever they return.
         """
         start = self._now()
         if key is None:
@@ -383,23 +423,18 @@ class Aggregator:
             payload = self._filler.encode(section, attempt) if attempt.ok else None
             status = CacheStatus.BYPASS
         else:
-            fill: Fill | None = None
-            # A caller that shares another's fetch is bound by its own deadline.
-            with anyio.move_on_after(min(start + section.timeout, ctx.deadline) - start):
-                fill = await self._filler.fill(section, key, ctx)
-            if fill is None:
-                error = timeout_error(section, start, ctx.deadline)
-                attempt = Attempt(None, error, self._now() - start)
-                payload = None
-            else:
-                attempt, payload = fill.attempt, fill.payload
+            # Bounded by the source's own timeout and by the page's deadline
+            # (the caller's scope); a follower of another caller's fetch too.
+            fill = await self._filler.fill(section, key, ctx)
+            attempt, payload = fill.attempt, fill.payload
             status = CacheStatus.MISS
         elapsed_ms = (self._now() - start) * 1000
-        results[section.name] = self._result(
-            section, attempt, payload, old, status, ctx, elapsed_ms
-        )
-        if stop is not None and section.required and results[section.name].unavailable:
-            stop.cancel()
+        result = self._result(section, attempt, payload, old, status, ctx, elapsed_ms)
+        results[section.name] = result
+        if run.fail_fast and section.required and result.unavailable and run.failed is None:
+            run.failed = section.name
+            assert run.stop is not None
+            run.stop.cancel()
 
     def _result(
         self,

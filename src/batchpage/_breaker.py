@@ -63,6 +63,12 @@ class CircuitBreaker:
             return BreakerState.OPEN
         return BreakerState.HALF_OPEN
 
+    def allows(self) -> bool:
+        """Would a call go through now? Takes nothing: callers skip cache work on a no."""
+        if self._opened_at is None:
+            return True
+        return self.state is BreakerState.HALF_OPEN and not self._trial_running
+
     def try_acquire(self) -> bool:
         """May a call go through now? In half-open state only the first may."""
         state = self.state

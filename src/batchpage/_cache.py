@@ -13,10 +13,22 @@ from ._entry import Entry
 class Cache(Protocol):
     """A store of :class:`Entry` by key; an async context manager for its lifetime.
 
-    ``get_many`` answers a whole page's keys at once (one round trip for a
-    remote store). ``try_lock``/``unlock`` elect one filler of a key across
-    processes; a process-local cache grants every lock. A failing store
-    must not raise from these methods: it answers misses and logs.
+    The rules every implementation keeps (``tests/test_cache_contract.py``
+    holds each one to them):
+
+    * A failing or slow store never raises from these methods and never
+      holds a page up: it answers misses (and grants local locks), logs,
+      and keeps each call within a small budget of its own. Cancellation
+      still propagates.
+    * ``get_many`` answers a whole page's keys at once (one round trip for a
+      remote store), within ``budget`` seconds when one is given.
+    * ``try_lock``/``unlock`` elect one filler of a key across processes; a
+      process-local cache grants every lock. The token also stands for the
+      moment the lock was granted: ``set(..., token=t)`` stores nothing if
+      an invalidation of the key happened since, so invalidation wins over
+      a fill that began before it.
+    * Payloads read from a shared store are checked to be one JSON value
+      before they are returned.
 
     ``clock`` is the wall clock entries are written and judged by (seconds);
     tests pass a fake one.
@@ -34,9 +46,16 @@ class Cache(Protocol):
         /,
     ) -> None: ...
 
-    async def get_many(self, keys: Sequence[str], /) -> list[Entry | None]: ...
+    async def get_many(
+        self, keys: Sequence[str], /, *, budget: float | None = None
+    ) -> list[Entry | None]:
+        """Each key's entry, or ``None``; a key not read within ``budget`` seconds is ``None``."""
+        ...
 
-    async def set(self, key: str, entry: Entry, /) -> None: ...
+    async def set(self, key: str, entry: Entry, /, *, token: str | None = None) -> bool:
+        """Store ``entry``; with ``token``, only if no invalidation of ``key`` came since
+        that lock was granted. True if stored (in at least the nearest layer)."""
+        ...
 
     async def invalidate(self, prefix: str, /) -> bool:
         """Drop every entry whose key starts with ``prefix``.
@@ -49,7 +68,9 @@ class Cache(Protocol):
         """A token if this caller may fill ``key`` now, else ``None``."""
         ...
 
-    async def unlock(self, key: str, token: str, /) -> None: ...
+    async def unlock(self, key: str, token: str, /) -> None:
+        """Release ``key``'s lock if ``token`` holds it; may finish in the background."""
+        ...
 
     async def wait_for(self, key: str, wait: float, /) -> Entry | None:
         """Wait up to ``wait`` seconds for another process to fill ``key``."""

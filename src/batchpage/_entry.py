@@ -3,10 +3,23 @@
 from __future__ import annotations
 
 import enum
+import json
 import random
 from collections.abc import Callable
 
 from ._policy import CachePolicy
+
+
+def _no_constant(name: str) -> object:
+    raise ValueError(f"{name} is not JSON")
+
+
+_DECODER = json.JSONDecoder(parse_constant=_no_constant)
+
+
+def check_json(payload: bytes) -> None:
+    """Raise ``ValueError`` unless ``payload`` is one UTF-8 JSON value and nothing else."""
+    _DECODER.decode(payload.decode("utf-8"))  # 'Extra data' past the first value
 
 
 class Freshness(enum.Enum):
@@ -92,7 +105,12 @@ class Entry:
 
     @classmethod
     def loads(cls, data: bytes) -> Entry:
-        """Parse :meth:`dumps`'s bytes; ``ValueError`` on anything else."""
+        """Parse :meth:`dumps`'s bytes; ``ValueError`` on anything else.
+
+        The payload is checked to be exactly one JSON value: it is spliced
+        into pages as it is, so whoever can write the shared store must not
+        be able to write around it into the page.
+        """
         header, sep, payload = data.partition(b"\n")
         fields = header.split(b" ")
         if not sep or len(fields) != 5 or fields[0] != cls._MAGIC:
@@ -100,6 +118,7 @@ class Entry:
         stored_at, fresh_until, stale_until, error_until = (float(f) for f in fields[1:])
         if not (fresh_until <= stale_until and fresh_until <= error_until):
             raise ValueError("inconsistent cache entry windows")
+        check_json(payload)
         return cls(
             payload,
             stored_at=stored_at,

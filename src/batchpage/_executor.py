@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import logging
 import math
+import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -34,7 +35,11 @@ def timeout_error(
 ) -> SectionError:
     """The client-safe error of a section cut off at its timeout or the page deadline."""
     if deadline < start + section.timeout:
-        message = f"page deadline reached after {_ms(deadline - start)}"
+        left = deadline - start
+        if left > 0:
+            message = f"page deadline reached after {_ms(left)}"
+        else:
+            message = "page deadline reached before the source was called"
     else:
         message = f"timed out after {_ms(section.timeout)}"
     if abandoned:
@@ -52,6 +57,10 @@ class ExecutorStats:
     circuit_open: int = 0
     #: Worker threads that outlived their timeout and were left to finish alone.
     threads_abandoned: int = 0
+    #: Calls refused because the section's abandoned threads were all still stuck.
+    threads_refused: int = 0
+    #: Background calls (refreshes) made.
+    background_calls: int = 0
 
 
 class Attempt:
@@ -69,38 +78,83 @@ class Attempt:
         return self.error is None
 
 
-def _check_concurrency(value: int) -> None:
+def circuit_open(section: Section) -> Attempt:
+    """The attempt of a call its breaker refused."""
+    return Attempt(
+        None,
+        SectionError(section.name, ErrorCode.CIRCUIT_OPEN, "circuit open: source not called"),
+        0.0,
+    )
+
+
+def _check_count(value: int, name: str) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"max_concurrency must be an int, not {value!r}")
+        raise TypeError(f"{name} must be an int, not {value!r}")
     if value < 1:
-        raise ValueError(f"max_concurrency must be at least 1, got {value!r}")
+        raise ValueError(f"{name} must be at least 1, got {value!r}")
+
+
+class _Thread:
+    """One sync call's worker thread, as seen from both sides (guarded by a lock)."""
+
+    __slots__ = ("abandoned", "done")
+
+    def __init__(self) -> None:
+        self.done = False
+        self.abandoned = False
 
 
 class Executor:
-    """Calls sections' sources: concurrency limit, timeouts, threads, breakers.
+    """Calls sections' sources: concurrency limits, timeouts, threads, breakers.
 
-    ``max_concurrency`` bounds the sources running at once across every page
-    this executor serves (the seed's pool of 50 database connections); a
-    source waiting for a slot is already on its clock.
+    ``max_concurrency`` bounds the sources running at once for pages across
+    every page this executor serves (the seed's pool of 50 database
+    connections); a source waiting for a slot is already on its clock.
+    ``max_background`` is a separate, smaller bound for background refreshes,
+    so that they never take a page's slot; a refresh that does not fit is
+    skipped (and the stale value keeps serving).
+
+    A sync source runs in a worker thread, which cannot be interrupted: at its
+    timeout it is abandoned and finishes alone. A section whose abandoned
+    threads are still stuck ``max_stuck_threads`` deep is not called again
+    until one of them returns (``TIMEOUT_ERROR``, counted by its breaker), so a
+    hung sync source cannot take an unbounded number of threads.
     """
 
-    def __init__(self, *, max_concurrency: int = 50) -> None:
-        _check_concurrency(max_concurrency)
+    def __init__(
+        self, *, max_concurrency: int = 50, max_background: int = 10, max_stuck_threads: int = 4
+    ) -> None:
+        _check_count(max_concurrency, "max_concurrency")
+        _check_count(max_background, "max_background")
+        _check_count(max_stuck_threads, "max_stuck_threads")
         self.max_concurrency = max_concurrency
+        self.max_background = max_background
+        self.max_stuck_threads = max_stuck_threads
         self._loop: object = None
         self._limiter = anyio.CapacityLimiter(max_concurrency)
+        self._background = anyio.CapacityLimiter(max_background)
+        # Our own thread limiter: stuck sources must not exhaust the
+        # application's default one (anyio's 40 threads), nor it ours.
+        self._threads = anyio.CapacityLimiter(max_concurrency + max_background)
         self._now: Callable[[], float] = anyio.current_time
+        self._stuck: dict[str, int] = {}
+        self._stuck_lock = threading.Lock()
         self.stats = ExecutorStats()
 
-    def _bind(self) -> anyio.CapacityLimiter:
+    def _bind(self) -> None:
         # A limiter belongs to one event loop; an executor may outlive it
         # (a test, a worker restarting its loop), so bind to the running one.
         loop, now = running_loop()
         if loop is not self._loop:
             self._loop = loop
             self._limiter = anyio.CapacityLimiter(self.max_concurrency)
+            self._background = anyio.CapacityLimiter(self.max_background)
+            self._threads = anyio.CapacityLimiter(self.max_concurrency + self.max_background)
             self._now = now
-        return self._limiter
+
+    def stuck_threads(self, section: str) -> int:
+        """Abandoned worker threads of ``section`` that have not returned yet."""
+        return self._stuck.get(section, 0)
 
     async def call(
         self,
@@ -109,25 +163,38 @@ class Executor:
         *,
         breaker: CircuitBreaker | None = None,
         deadline: float = math.inf,
+        background: bool = False,
     ) -> Attempt:
-        """Call ``section``'s source once, by ``deadline`` and its own timeout."""
+        """Call ``section``'s source once, by ``deadline`` and its own timeout.
+
+        The timeout counts from this call: cache work before it is not the
+        source's time. Whatever cancels the call, if the source's own
+        deadline has passed by then its breaker counts a timeout.
+        """
         name = section.name
-        limiter = self._bind()
+        self._bind()
+        limiter = self._background if background else self._limiter
         now = self._now
         start = now()
-        self.stats.calls += 1
+        stats = self.stats
+        stats.calls += 1
+        if background:
+            stats.background_calls += 1
         if breaker is not None and not breaker.try_acquire():
-            self.stats.circuit_open += 1
-            return Attempt(
-                None,
-                SectionError(name, ErrorCode.CIRCUIT_OPEN, "circuit open: source not called"),
-                0.0,
-            )
-        own_deadline = start + section.timeout
+            stats.circuit_open += 1
+            return circuit_open(section)
+        if not section.is_async and self._stuck.get(name, 0) >= self.max_stuck_threads:
+            stats.threads_refused += 1
+            if breaker is not None:
+                breaker.record_failure()
+            stuck = self._stuck.get(name, 0)
+            message = f"source not called: {stuck} worker threads still stuck"
+            return Attempt(None, SectionError(name, ErrorCode.TIMEOUT_ERROR, message), 0.0)
+        scope = anyio.CancelScope(deadline=min(start + section.timeout, deadline))
         abandoned = [False]
         verdict: bool | None = None
         try:
-            with anyio.CancelScope(deadline=min(own_deadline, deadline)):
+            with scope:
                 # Take a free slot without yielding to the loop: most calls find one.
                 try:
                     limiter.acquire_nowait()
@@ -141,15 +208,15 @@ class Executor:
                 return Attempt(value, None, now() - start)
             # Only reached when our own scope cancelled the call: it was late.
             verdict = False
-            self.stats.timeouts += 1
+            stats.timeouts += 1
             error = timeout_error(section, start, deadline, abandoned=abandoned[0])
             return Attempt(None, error, now() - start)
         except Exception as exc:
             verdict = False
-            self.stats.failures += 1
+            stats.failures += 1
             elapsed = now() - start
             if isinstance(exc, TimeoutError):
-                self.stats.timeouts += 1
+                stats.timeouts += 1
                 logger.warning("section %r: source timed out", name, exc_info=exc)
                 return Attempt(
                     None,
@@ -163,6 +230,11 @@ class Executor:
                 elapsed,
             )
         finally:
+            if verdict is None and scope.cancel_called:
+                # An outer scope with the same deadline (the page's) delivered
+                # the cancellation; it is still this source's timeout.
+                verdict = False
+                stats.timeouts += 1
             if breaker is not None:
                 if verdict is True:
                     breaker.record_success()
@@ -174,8 +246,11 @@ class Executor:
     async def _invoke(self, section: Section, ctx: RequestContext, abandoned: list[bool]) -> Any:
         if section.is_async:
             return await section.source(ctx)
-        done = [False]
+        thread = _Thread()
         source = section.source
+        name = section.name
+        lock = self._stuck_lock
+        stuck = self._stuck
 
         def work() -> Any:
             try:
@@ -183,17 +258,26 @@ class Executor:
                 # Boxed: trio refuses a worker thread that returns a coroutine.
                 return _Awaitable(result) if inspect.isawaitable(result) else result
             finally:
-                done[0] = True
+                with lock:
+                    thread.done = True
+                    if thread.abandoned:
+                        stuck[name] -= 1
 
         try:
-            result = await anyio.to_thread.run_sync(work, abandon_on_cancel=True)
+            result = await anyio.to_thread.run_sync(
+                work, abandon_on_cancel=True, limiter=self._threads
+            )
         except anyio.get_cancelled_exc_class():
-            if not done[0]:
-                # The thread cannot be interrupted; it finishes on its own, and
-                # its result is dropped. Count it so a leak shows on a dashboard.
+            with lock:
+                if not thread.done:
+                    # The thread cannot be interrupted; it finishes on its own,
+                    # and its result is dropped. Counted, and bounded per section.
+                    thread.abandoned = True
+                    stuck[name] = stuck.get(name, 0) + 1
+            if thread.abandoned:
                 abandoned[0] = True
                 self.stats.threads_abandoned += 1
-                logger.warning("section %r: worker thread abandoned after timeout", section.name)
+                logger.warning("section %r: worker thread abandoned after timeout", name)
             raise
         if isinstance(result, _Awaitable):
             # A plain function that returned a coroutine (``lambda ctx: fetch(ctx)``).

@@ -3,8 +3,13 @@
 A missing key is filled by one caller at a time: in this process through
 single-flight, across instances through the cache's lock, and the filler
 re-reads the key once it holds the lock, in case another instance filled it
-meanwhile. A stale key is refreshed by one background task, owned by the
-aggregator's task group; its failure keeps the stale value serving.
+meanwhile. The write is made under the lock's token, so an invalidation that
+landed while the source was being read wins: the older value is not stored.
+
+A stale key is refreshed by one background task, owned by the aggregator's
+task group. Refreshes are bounded (the executor's ``max_background``): one
+that does not fit, or whose breaker is open, is skipped and counted, and
+the stale value keeps serving. A failed refresh keeps it serving too.
 """
 
 from __future__ import annotations
@@ -20,13 +25,18 @@ from ._breaker import CircuitBreaker
 from ._cache import Cache
 from ._context import RequestContext
 from ._entry import Entry
-from ._executor import Attempt, Executor
+from ._errors import ErrorCode, SectionError
+from ._executor import Attempt, Executor, circuit_open
 from ._section import Section
 from ._serializer import Serializer
 from ._singleflight import SingleFlight
 from ._stats import AggregatorStats
 
 logger = logging.getLogger("batchpage")
+
+#: A lock outlives its section's timeout by this much (seconds): the time for
+#: the cache work around the source call. A holder that died frees the key then.
+LOCK_GRACE = 1.0
 
 
 class Fill:
@@ -40,6 +50,11 @@ class Fill:
 
 
 _SHARED = Attempt(None, None, 0.0)
+
+
+def lock_ttl(section: Section) -> float:
+    """How long a fill's lock lives: the source's timeout plus the cache work around it."""
+    return section.timeout + LOCK_GRACE
 
 
 class CacheFiller:
@@ -63,6 +78,11 @@ class CacheFiller:
         self._refreshing: set[str] = set()
         self._idle: anyio.Event | None = None
 
+    @property
+    def refreshing(self) -> int:
+        """Background refreshes running now."""
+        return len(self._refreshing)
+
     def encode(self, section: Section, attempt: Attempt) -> bytes | None:
         """The attempt's value as stored bytes; ``None`` (logged, counted) if it cannot be."""
         try:
@@ -72,10 +92,24 @@ class CacheFiller:
             logger.exception("section %r: value is not serializable", section.name)
             return None
 
-    async def call(self, section: Section, ctx: RequestContext) -> Attempt:
+    async def call(
+        self, section: Section, ctx: RequestContext, *, background: bool = False
+    ) -> Attempt:
         return await self.executor.call(
-            section, ctx, breaker=self.breakers.get(section.name), deadline=ctx.deadline
+            section,
+            ctx,
+            breaker=self.breakers.get(section.name),
+            deadline=ctx.deadline,
+            background=background,
         )
+
+    def _refused(self, section: Section) -> Attempt | None:
+        """A ``CIRCUIT_OPEN`` attempt if the breaker would refuse the call: no cache work then."""
+        breaker = self.breakers.get(section.name)
+        if breaker is None or breaker.allows():
+            return None
+        self.executor.stats.circuit_open += 1
+        return circuit_open(section)
 
     async def fill(self, section: Section, key: str, ctx: RequestContext) -> Fill:
         """The key's value from one fetch shared by every concurrent caller."""
@@ -85,31 +119,51 @@ class CacheFiller:
         return fill
 
     async def _fill(self, section: Section, key: str, ctx: RequestContext) -> Fill:
-        policy = section.cache
-        assert policy is not None
-        token = await self.cache.try_lock(key, section.timeout)
+        refused = self._refused(section)
+        if refused is not None:
+            return Fill(None, refused)
+        cache = self.cache
+        token = await cache.try_lock(key, lock_ttl(section))
         if token is None:
-            # Another instance is fetching this key: wait for its write.
-            entry = await self.cache.wait_for(key, max(0.0, min(section.timeout, ctx.remaining())))
-            if entry is not None and not entry.dead(self.cache.clock()):
-                return Fill(entry.payload, _SHARED)
+            return await self._fill_behind_another(section, key, ctx)
         try:
-            if token is not None:
-                # Another instance may have filled the key between our read and
-                # our lock; then its value is ours too.
-                fresh = await self._fresh_entry(key)
-                if fresh is not None:
-                    self.stats.shared_fetches += 1
-                    return Fill(fresh.payload, _SHARED)
+            # Another instance may have filled the key between our read and
+            # our lock; then its value is ours too.
+            fresh = await self._fresh_entry(key)
+            if fresh is not None:
+                self.stats.shared_fetches += 1
+                return Fill(fresh.payload, _SHARED)
             attempt = await self.call(section, ctx)
             payload = self.encode(section, attempt) if attempt.ok else None
             if payload is not None:
-                await self.cache.set(key, Entry.create(payload, policy, self.cache.clock()))
+                await self._store(section, key, payload, token)
             return Fill(payload, attempt)
         finally:
-            if token is not None:
-                with anyio.CancelScope(shield=True):
-                    await self.cache.unlock(key, token)
+            with anyio.CancelScope(shield=True):
+                await cache.unlock(key, token)
+
+    async def _fill_behind_another(self, section: Section, key: str, ctx: RequestContext) -> Fill:
+        """Another instance holds the key's lock: wait for its write, within our time."""
+        cache = self.cache
+        entry = await cache.wait_for(key, min(lock_ttl(section), ctx.remaining()))
+        if entry is not None and not entry.dead(cache.clock()):
+            return Fill(entry.payload, _SHARED)
+        if ctx.remaining() <= 0:
+            error = SectionError(
+                section.name, ErrorCode.TIMEOUT_ERROR, "page deadline reached while waiting"
+            )
+            return Fill(None, Attempt(None, error, 0.0))
+        # The holder gave up without writing (or the cache is unreachable):
+        # fetch for this page. Without the lock, the value is not stored.
+        attempt = await self.call(section, ctx)
+        return Fill(self.encode(section, attempt) if attempt.ok else None, attempt)
+
+    async def _store(self, section: Section, key: str, payload: bytes, token: str) -> None:
+        policy = section.cache
+        assert policy is not None
+        entry = Entry.create(payload, policy, self.cache.clock())
+        if not await self.cache.set(key, entry, token=token):
+            self.stats.writes_dropped += 1
 
     async def _fresh_entry(self, key: str) -> Entry | None:
         (entry,) = await self.cache.get_many([key])
@@ -120,8 +174,20 @@ class CacheFiller:
     def schedule_refresh(
         self, tg: anyio.abc.TaskGroup, section: Section, key: str, ctx: RequestContext
     ) -> None:
-        """Refresh a stale key in ``tg``, unless it is being refreshed or filled already."""
+        """Refresh a stale key in ``tg``, unless it is being refreshed or filled already.
+
+        Skipped (and counted) when the section's breaker is open or the
+        background is full: serving stale goes on, and the next stale read
+        tries again.
+        """
         if key in self._refreshing or key in self._flights:
+            return
+        breaker = self.breakers.get(section.name)
+        if breaker is not None and not breaker.allows():
+            self.stats.refreshes_skipped += 1
+            return
+        if len(self._refreshing) >= self.executor.max_background:
+            self.stats.refreshes_dropped += 1
             return
         if not self._refreshing:
             self._idle = anyio.Event()
@@ -129,10 +195,8 @@ class CacheFiller:
         tg.start_soon(self._refresh, section, key, ctx)
 
     async def _refresh(self, section: Section, key: str, ctx: RequestContext) -> None:
-        policy = section.cache
-        assert policy is not None
         try:
-            token = await self.cache.try_lock(key, section.timeout)
+            token = await self.cache.try_lock(key, lock_ttl(section))
             if token is None:
                 self.stats.refreshes_skipped += 1
                 return
@@ -142,7 +206,7 @@ class CacheFiller:
                     return
                 self.stats.refreshes += 1
                 ctx = attrs.evolve(ctx, deadline=anyio.current_time() + section.timeout)
-                attempt = await self.call(section, ctx)
+                attempt = await self.call(section, ctx, background=True)
                 payload = self.encode(section, attempt) if attempt.ok else None
                 if payload is None:
                     self.stats.refresh_failures += 1
@@ -152,7 +216,7 @@ class CacheFiller:
                         attempt.error.code if attempt.error else "SERIALIZATION_ERROR",
                     )
                     return
-                await self.cache.set(key, Entry.create(payload, policy, self.cache.clock()))
+                await self._store(section, key, payload, token)
             finally:
                 with anyio.CancelScope(shield=True):
                     await self.cache.unlock(key, token)

@@ -40,6 +40,24 @@ def _check_part(_: object, attribute: attrs.Attribute[str], value: str) -> None:
         )
 
 
+def _typed(value: Any) -> str:
+    """A parameter value as text that keeps its type: ``i.10`` is not ``s.10``."""
+    if isinstance(value, bool):  # before int: True == 1
+        return "b.1" if value else "b.0"
+    if isinstance(value, int):
+        return f"i.{value}"
+    if isinstance(value, str):
+        return f"s.{value}"
+    if isinstance(value, float):
+        return f"f.{value!r}"
+    if value is None:
+        return "n"
+    if isinstance(value, tuple | list | frozenset):
+        items = sorted(map(_typed, value)) if isinstance(value, frozenset) else map(_typed, value)
+        return f"{type(value).__name__[0]}.[" + ",".join(items) + "]"
+    raise TypeError(f"a parameter value must be str, int, float, bool or None, not {value!r}")
+
+
 ANONYMOUS = "anon"
 
 
@@ -58,10 +76,16 @@ class KeyBuilder:
 
     @staticmethod
     def params_part(params: Mapping[str, Any]) -> str:
-        """One token for the parameters that change a section's value."""
+        """One token for the parameters that change a section's value.
+
+        Typed: ``{"limit": 10}``, ``{"limit": "10"}``, ``{"limit": 10.0}`` and
+        ``{"flag": True}`` against ``{"flag": 1}`` are different keys, because a
+        source may answer them differently. Normalise at the edge (parse the
+        query into the types the sources expect) to share entries.
+        """
         if not params:
             return "-"
-        pairs = [(str(k), str(params[k])) for k in sorted(params)]
+        pairs = [(str(k), _typed(params[k])) for k in sorted(params)]
         if len(pairs) <= 4 and all(
             _SAFE_ATOM.fullmatch(k) and _SAFE_ATOM.fullmatch(v) for k, v in pairs
         ):

@@ -13,7 +13,7 @@ import attrs
 
 from ._entry import Entry
 from ._memory import MemoryCache
-from ._redis import RedisCache
+from ._redis import RedisCache, Stored
 
 
 @attrs.define
@@ -49,9 +49,10 @@ class LayeredCache:
         self.redis = redis
         self.clock = memory.clock
         self.stats = LayeredCacheStats()
-        # Bumped by every invalidation: a Redis read that started before one
-        # must not put what it read into memory.
-        self._generation = 0
+        # Every invalidation, local or from another instance, is recorded in
+        # memory's log: a Redis read or a fill that started before one must
+        # not put what it got into memory.
+        self._log = memory.invalidations
         self._stack: contextlib.AsyncExitStack | None = None
 
     async def __aenter__(self) -> Self:
@@ -83,7 +84,7 @@ class LayeredCache:
         )
 
     def _on_invalidation(self, prefix: str) -> None:
-        self._generation += 1
+        self._log.record(prefix)
         self.stats.invalidations_received += 1
         if prefix:
             self.memory.drop_prefix(prefix)
@@ -91,11 +92,13 @@ class LayeredCache:
     def _on_resubscribe(self) -> None:
         # Invalidations sent while the subscription was down are lost; memory
         # may hold any of the entries they named.
-        self._generation += 1
+        self._log.record("")
         self.stats.memory_flushes += 1
         self.memory.drop_prefix("")
 
-    async def get_many(self, keys: Sequence[str], /) -> list[Entry | None]:
+    async def get_many(
+        self, keys: Sequence[str], /, *, budget: float | None = None
+    ) -> list[Entry | None]:
         """Memory's fresh entries; Redis, in one call, for the rest."""
         entries = self.memory.get_many_now(keys)
         now = self.clock()
@@ -103,43 +106,58 @@ class LayeredCache:
         self.stats.memory_hits += len(keys) - len(wanted)
         if not wanted:
             return entries
-        generation = self._generation
+        mark = self._log.mark()
         self.stats.redis_reads += 1
-        remote = await self.redis.get_many([keys[i] for i in wanted])
-        fill = generation == self._generation
+        remote = await self.redis.get_many([keys[i] for i in wanted], budget=budget)
         now = self.clock()
+        log = self._log
         for i, entry in zip(wanted, remote, strict=True):
             if entry is None or entry.dead(now):
                 continue
             local = entries[i]
             if local is None or entry.fresh_until > local.fresh_until:
                 entries[i] = entry
-                if fill:
+                if not log.invalidated_since(keys[i], mark):
                     self.memory.put(keys[i], entry)
                     self.stats.memory_fills += 1
         return entries
 
-    async def set(self, key: str, entry: Entry, /) -> None:
-        self.memory.put(key, entry)
-        await self.redis.set(key, entry)
+    async def set(self, key: str, entry: Entry, /, *, token: str | None = None) -> bool:
+        """Redis first, then memory, unless an invalidation overtook the fill.
+
+        With a token, Redis stores only while the fill's lock stands, and
+        memory only if no invalidation (here, or from another instance) came
+        since the lock was granted. Redis unreachable: memory alone.
+        """
+        if token is None:
+            self.memory.put(key, entry)
+            return await self.redis.set(key, entry)
+        mark, _, redis_token = token.partition("/")
+        stored = await self.redis.store(key, entry, token=redis_token)
+        if stored is Stored.REFUSED or not self.memory.lease_valid(key, mark):
+            return False
+        return self.memory.put(key, entry)
 
     async def invalidate(self, prefix: str, /) -> bool:
         """Drop ``prefix`` here and in Redis; Redis tells the other instances."""
-        self._generation += 1
+        self._log.record(prefix)
         self.memory.drop_prefix(prefix)
         return await self.redis.invalidate(prefix)
 
     async def try_lock(self, key: str, ttl: float, /) -> str | None:
-        return await self.redis.try_lock(key, ttl)
+        """Redis's lock; the token also marks the moment, for memory's check on write."""
+        mark = self._log.mark()
+        token = await self.redis.try_lock(key, ttl)
+        return None if token is None else f"{mark}/{token}"
 
     async def unlock(self, key: str, token: str, /) -> None:
-        await self.redis.unlock(key, token)
+        await self.redis.unlock(key, token.partition("/")[2])
 
     async def wait_for(self, key: str, wait: float, /) -> Entry | None:
         """Redis's wait; what another instance wrote is kept in memory too."""
-        generation = self._generation
+        mark = self._log.mark()
         entry = await self.redis.wait_for(key, wait)
-        if entry is not None and generation == self._generation:
+        if entry is not None and not self._log.invalidated_since(key, mark):
             self.memory.put(key, entry)
         return entry
 

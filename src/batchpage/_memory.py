@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 from types import TracebackType
@@ -10,7 +11,10 @@ from typing import Self
 import cachetools
 
 from ._entry import Entry
+from ._invalidation import InvalidationLog
 from ._units import Seconds, positive_seconds
+
+logger = logging.getLogger("batchpage.memory")
 
 # Per-entry bookkeeping (the Entry object, its key, the LRU links) in bytes,
 # counted with the payload so that many tiny values are bounded too.
@@ -26,7 +30,9 @@ class MemoryCache:
     under a :class:`LayeredCache` it bounds how long this instance serves its
     own copy without looking at Redis (the seed's memory layer: 50 entries,
     60 s). ``clock`` (seconds) judges freshness; tests pass a fake one. Locks
-    are always granted: in one process, single-flight is the aggregator's job.
+    are always granted: in one process, single-flight is the aggregator's job;
+    a lock's token still lets :meth:`set` refuse a value that an invalidation
+    overtook.
     """
 
     def __init__(
@@ -53,6 +59,9 @@ class MemoryCache:
             self._data = cachetools.LRUCache(max_entries)
         else:
             self._data = cachetools.LRUCache(max_bytes, getsizeof=_item_size)
+        self.invalidations = InvalidationLog()
+        #: Entries not kept because they were bigger than ``max_bytes``.
+        self.too_big = 0
 
     async def __aenter__(self) -> Self:
         return self
@@ -93,22 +102,46 @@ class MemoryCache:
                 out.append(entry)
         return out
 
-    async def get_many(self, keys: Sequence[str], /) -> list[Entry | None]:
+    async def get_many(
+        self, keys: Sequence[str], /, *, budget: float | None = None
+    ) -> list[Entry | None]:
         return self.get_many_now(keys)
 
-    def put(self, key: str, entry: Entry) -> None:
+    def put(self, key: str, entry: Entry) -> bool:
+        """Keep ``entry``; False if it is bigger than ``max_bytes`` (then nothing is kept)."""
         if self.max_bytes is not None and _size(entry) > self.max_bytes:
             self._data.pop(key, None)  # too big to keep; never serve an older value
-            return
+            if not self.too_big:
+                logger.warning(
+                    "an entry of %d bytes is bigger than the memory cache (max_bytes=%d): "
+                    "not cached; counted in MemoryCache.too_big",
+                    len(entry.payload),
+                    self.max_bytes,
+                )
+            self.too_big += 1
+            return False
         leaves_at = entry.useless_after
         if self.ttl is not None:
             leaves_at = min(leaves_at, self.clock() + self.ttl)
         self._data[key] = (entry, leaves_at)
         while len(self._data) > self.max_entries:
             self._data.popitem()
+        return True
 
-    async def set(self, key: str, entry: Entry, /) -> None:
-        self.put(key, entry)
+    def lease_valid(self, key: str, token: str | None) -> bool:
+        """Whether a write under ``token`` may still land (no invalidation of ``key`` since)."""
+        if token is None:
+            return True
+        try:
+            mark = int(token)
+        except ValueError:
+            return False
+        return not self.invalidations.invalidated_since(key, mark)
+
+    async def set(self, key: str, entry: Entry, /, *, token: str | None = None) -> bool:
+        if not self.lease_valid(key, token):
+            return False
+        return self.put(key, entry)
 
     def drop_prefix(self, prefix: str) -> int:
         doomed = [k for k in self._data if k.startswith(prefix)]
@@ -117,11 +150,12 @@ class MemoryCache:
         return len(doomed)
 
     async def invalidate(self, prefix: str, /) -> bool:
+        self.invalidations.record(prefix)
         self.drop_prefix(prefix)
         return True
 
     async def try_lock(self, key: str, ttl: float, /) -> str | None:
-        return "local"
+        return str(self.invalidations.mark())
 
     async def unlock(self, key: str, token: str, /) -> None:
         return None

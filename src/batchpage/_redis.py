@@ -3,10 +3,16 @@
 Every instance of the application reads and writes the same Redis, so an
 entry fetched by one is a hit for all, and a Redis lock elects one instance
 to fill a missing key. Redis is an optimisation, never a dependency: when it
-is down, slow or answers nonsense, every method returns at once as if the
-cache were empty, the failure is logged and counted, and Redis is left alone
-for ``backoff`` seconds so a storm of requests does not become a storm of
+is down, slow or answers nonsense, every method returns as if the cache were
+empty, the failure is logged and counted, and Redis is left alone for
+``backoff`` seconds so a storm of requests does not become a storm of
 connection attempts.
+
+A slow Redis is a down Redis: every command has a budget
+(``command_timeout``), and a command that misses it counts as a failure.
+The command itself runs in a task of the cache's own, so giving up on it
+does not cancel it half-way through a reply, which would cost its pooled
+connection; it finishes (or is cut at a hard limit) on its own.
 
 ``redis`` itself is imported lazily: importing batchpage must not need it.
 """
@@ -63,6 +69,23 @@ _MAX_SCAN_ROUNDS = 100_000
 # The pub/sub listener retries a lost subscription after backoff, 2 x backoff, ...
 _MAX_RESUBSCRIBE_DELAY = 30.0
 
+# Writes only if the fill's lock is still held by its token: an invalidation
+# deletes the lock with the entries, so a fill it overtook stores nothing.
+_SET_IF_LOCKED_SCRIPT = """
+if redis.call('get', KEYS[2]) ~= ARGV[1] then
+    return 0
+end
+if ARGV[3] == '' then
+    redis.call('set', KEYS[1], ARGV[2])
+else
+    redis.call('set', KEYS[1], ARGV[2], 'PX', ARGV[3])
+end
+return 1
+"""
+
+# Detached commands in flight at most; past it, calls answer locally.
+_MAX_IN_FLIGHT = 128
+
 _GLOB_SPECIAL = re.compile(r"([*?\[\]\\])")
 
 
@@ -78,6 +101,13 @@ class _Skipped(enum.Enum):
 _SKIPPED = _Skipped.SKIPPED
 
 
+class _Kind(enum.Enum):
+    """Reads and writes back off apart: a full Redis refuses writes but still serves reads."""
+
+    READ = "read"
+    WRITE = "write"
+
+
 @attrs.define
 class RedisCacheStats:
     """Counters of a :class:`RedisCache`: what it read, wrote, and could not."""
@@ -87,8 +117,11 @@ class RedisCacheStats:
     writes: int = 0
     corrupt: int = 0  #: values that were not a batchpage entry: served as misses
     errors: int = 0  #: failed calls (connection, timeout, wrong reply, ...)
+    slow: int = 0  #: calls that missed their ``command_timeout`` (counted in ``errors`` too)
+    refused: int = 0  #: commands Redis answered with an error (full, read-only): not an outage
     outages: int = 0  #: times Redis was marked down
     skipped: int = 0  #: calls answered locally because Redis was backing off
+    stale_writes: int = 0  #: writes refused because an invalidation overtook their fill
     resubscribes: int = 0  #: invalidation subscriptions restored after a failure
 
 
@@ -107,6 +140,13 @@ class RedisCache:
     ``channel`` carries invalidations to other instances' memory layers.
     ``poll_interval`` (seconds) paces :meth:`wait_for`. With ``owns_client``
     the client is closed when the cache exits.
+
+    ``command_timeout`` (seconds) is each command's budget: past it the call
+    answers as if Redis were down, and Redis is backed off. A command given
+    up on finishes in the background, bounded by ``hard_timeout`` (seconds),
+    after which it is cut (and its connection dropped): a client without
+    socket timeouts cannot hang anything. Use the cache as an async context
+    manager: it owns those background commands.
     """
 
     def __init__(
@@ -120,6 +160,8 @@ class RedisCache:
         scan_count: int = 1000,
         monotonic: Callable[[], float] = time.monotonic,
         owns_client: bool = False,
+        command_timeout: Seconds = 0.1,
+        hard_timeout: Seconds = 2.0,
     ) -> None:
         import redis.asyncio
 
@@ -142,20 +184,31 @@ class RedisCache:
         self.poll_interval = positive_seconds(poll_interval, name="poll_interval")
         self.scan_count = scan_count
         self.owns_client = owns_client
+        self.command_timeout = positive_seconds(command_timeout, name="command_timeout")
+        self.hard_timeout = positive_seconds(hard_timeout, name="hard_timeout")
+        if self.hard_timeout < self.command_timeout:
+            raise ValueError(
+                f"hard_timeout must be at least command_timeout ({self.command_timeout!r}), "
+                f"got {self.hard_timeout!r}"
+            )
         self.stats = RedisCacheStats()
         self._monotonic = monotonic
         self._down_until: float | None = None
+        self._writes_down_until: float | None = None
         self._probing = False
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._unlock_script = client.register_script(_UNLOCK_SCRIPT)
+        self._set_script = client.register_script(_SET_IF_LOCKED_SCRIPT)
 
     @classmethod
     def from_url(
         cls,
         url: str,
         *,
-        socket_timeout: Seconds = 0.25,
+        socket_timeout: Seconds = 1.0,
         socket_connect_timeout: Seconds = 0.25,
         max_connections: int | None = None,
+        command_timeout: Seconds = 0.1,
         clock: Callable[[], float] = time.time,
         channel: str = DEFAULT_CHANNEL,
         backoff: Seconds = 1.0,
@@ -165,21 +218,23 @@ class RedisCache:
     ) -> RedisCache:
         """A cache on a new client for ``url``, closed when the cache exits.
 
-        The timeouts (seconds) are short and a timed-out command is not
-        retried: a slow Redis must cost a page at most one short wait, after
-        which the back-off keeps it out of the request path. A broken
-        connection is retried once, at once, on a new one: after a Redis
-        restart every pooled connection is dead, and each would otherwise
-        cost a failure and a back-off.
+        A page waits at most ``command_timeout`` for a command; the socket
+        timeouts (seconds) bound the command itself, which finishes in the
+        background, and a timed-out command is not retried: a slow Redis costs
+        a page one short wait, after which the back-off keeps it out of the
+        request path. A broken connection is retried once, at once, on a new
+        one: after a Redis restart every pooled connection is dead, and each
+        would otherwise cost a failure and a back-off.
         """
         import redis.asyncio
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
         from redis.exceptions import ConnectionError as RedisConnectionError
 
+        socket_timeout_s = positive_seconds(socket_timeout, name="socket_timeout")
         client = redis.asyncio.Redis.from_url(
             url,
-            socket_timeout=positive_seconds(socket_timeout, name="socket_timeout"),
+            socket_timeout=socket_timeout_s,
             socket_connect_timeout=positive_seconds(
                 socket_connect_timeout, name="socket_connect_timeout"
             ),
@@ -196,6 +251,10 @@ class RedisCache:
             scan_count=scan_count,
             monotonic=monotonic,
             owns_client=True,
+            command_timeout=command_timeout,
+            hard_timeout=max(
+                socket_timeout_s, positive_seconds(command_timeout, name="command_timeout")
+            ),
         )
 
     async def __aenter__(self) -> Self:
@@ -214,10 +273,19 @@ class RedisCache:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self.owns_client:
-            # The pool reconnects lazily, so the cache may be entered again.
-            with anyio.CancelScope(shield=True):
+        with anyio.CancelScope(shield=True):
+            await self._drain()
+            if self.owns_client:
+                # The pool reconnects lazily, so the cache may be entered again.
                 await self.client.aclose()
+
+    async def _drain(self) -> None:
+        """End the commands still running in the background: nothing outlives the cache."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=1.0)
 
     # -- availability -------------------------------------------------------
 
@@ -226,34 +294,104 @@ class RedisCache:
         """False while Redis is being skipped after a failure."""
         return self._down_until is None or self._monotonic() >= self._down_until
 
-    async def _call(self, op: str, fn: Callable[[], Awaitable[T]]) -> T | _Skipped:
-        """``await fn()``, or ``_SKIPPED`` if Redis is backing off or the call failed.
+    def _backing_off(self, kind: _Kind) -> bool:
+        now = self._monotonic()
+        if kind is _Kind.WRITE and self._writes_down_until is not None:
+            if now < self._writes_down_until:
+                return True
+            self._writes_down_until = None
+        return self._down_until is not None and (self._probing or now < self._down_until)
+
+    async def _call(
+        self,
+        op: str,
+        fn: Callable[[], Awaitable[T]],
+        *,
+        kind: _Kind = _Kind.READ,
+        budget: float | None = None,
+        late: Callable[[T], object] | None = None,
+    ) -> T | _Skipped:
+        """``await fn()``, or ``_SKIPPED`` if Redis is backing off, slow, or the call failed.
 
         After the back-off one call (the probe) tries Redis while the others
         keep skipping, so an outage costs one failed call per back-off, not
-        one per concurrent request.
+        one per concurrent request. The call waits at most ``command_timeout``
+        (or ``budget``); ``late(result)`` handles an answer that
+        came after the caller stopped waiting (a lock nobody holds, say).
         """
-        probe = False
-        if self._down_until is not None:
-            if self._probing or self._monotonic() < self._down_until:
-                self.stats.skipped += 1
-                return _SKIPPED
-            self._probing = probe = True
-        try:
-            result = await fn()
-        except Exception as exc:  # fail open; cancellation is not an Exception
-            self._failed(op, exc, probe=probe)
+        if self._backing_off(kind) or len(self._tasks) >= _MAX_IN_FLIGHT:
+            self.stats.skipped += 1
             return _SKIPPED
+        if budget is None:
+            budget = self.command_timeout
+        if budget <= 0:
+            self.stats.skipped += 1
+            return _SKIPPED
+        probe = self._down_until is not None
+        if probe:
+            self._probing = True
+        task = self._detach(op, fn)
+        try:
+            done, _ = await asyncio.wait((task,), timeout=budget)
         finally:
             if probe:
                 self._probing = False
+            if not task.done():
+                # The caller stopped waiting (budget, or cancelled): the command
+                # finishes alone, and whatever it got is undone or dropped.
+                task.add_done_callback(_late_handler(late))
+        if not done:
+            self.stats.slow += 1
+            self._failed(op, TimeoutError(f"no answer within {budget * 1000:.0f} ms"), probe=probe)
+            return _SKIPPED
+        if task.cancelled():  # the cache is closing
+            return _SKIPPED
+        exc = task.exception()
+        if exc is not None:
+            self._failed(op, exc, probe=probe, kind=kind)
+            return _SKIPPED
         if self._down_until is not None:
             self._down_until = None
             logger.warning("redis is reachable again")
-        return result
+        return task.result()
 
-    def _failed(self, op: str, exc: Exception, *, probe: bool) -> None:
+    def _within(self, seconds: float | None) -> float:
+        """The command budget, or less if the caller has less time left."""
+        if seconds is None or seconds > self.command_timeout:
+            return self.command_timeout
+        return max(seconds, 0.0)
+
+    def _detach(self, op: str, fn: Callable[[], Awaitable[T]]) -> asyncio.Task[T]:
+        hard = self.hard_timeout
+
+        async def command() -> T:
+            async with asyncio.timeout(hard):
+                return await fn()
+
+        task = asyncio.get_running_loop().create_task(command(), name=f"batchpage redis {op}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _failed(
+        self, op: str, exc: BaseException, *, probe: bool, kind: _Kind = _Kind.READ
+    ) -> None:
         self.stats.errors += 1
+        if _is_refusal(exc):
+            # Redis answered: it is up, but will not do this (full under
+            # noeviction, read-only replica). Reads go on; writes back off.
+            self.stats.refused += 1
+            if kind is _Kind.WRITE:
+                first = self._writes_down_until is None
+                self._writes_down_until = self._monotonic() + self.backoff
+                if first:
+                    logger.warning(
+                        "redis refused a %s (%s); skipping redis writes for %.3g s",
+                        op,
+                        exc,
+                        self.backoff,
+                    )
+            return
         was_up = self._down_until is None
         self._down_until = self._monotonic() + self.backoff
         if was_up:
@@ -301,11 +439,13 @@ class RedisCache:
         )
         return None
 
-    async def get_many(self, keys: Sequence[str], /) -> list[Entry | None]:
+    async def get_many(
+        self, keys: Sequence[str], /, *, budget: float | None = None
+    ) -> list[Entry | None]:
         """Every key's entry in one ``MGET``; ``None`` for a miss."""
         if not keys:
             return []
-        values = await self._call("get", lambda: self._mget(keys))
+        values = await self._call("get", lambda: self._mget(keys), budget=self._within(budget))
         if values is _SKIPPED:
             return [None] * len(keys)
         entries: list[Entry | None] = []
@@ -325,19 +465,47 @@ class RedisCache:
 
     # -- writing ------------------------------------------------------------
 
-    async def set(self, key: str, entry: Entry, /) -> None:
-        """Store ``entry`` until it is of no use to anyone (``SET PX``)."""
+    async def set(self, key: str, entry: Entry, /, *, token: str | None = None) -> bool:
+        """Store ``entry`` until it is of no use to anyone (``SET PX``).
+
+        With a lock's ``token``, only while that lock is still held: an
+        invalidation deletes the lock, so the fill it overtook stores nothing.
+        A local token (Redis was down when the lock was asked for) stores
+        nothing here: no lock, no proof that no invalidation came since.
+        """
+        return await self.store(key, entry, token=token) is Stored.WRITTEN
+
+    async def store(self, key: str, entry: Entry, *, token: str | None = None) -> Stored:
+        """:meth:`set`, telling a refused write (an invalidation won) from a failed one."""
         ttl = entry.useless_after - self.clock()
         if not ttl > 0:
-            return
+            return Stored.FAILED
+        if token == LOCAL_TOKEN:
+            return Stored.FAILED
         data = entry.dumps()
         px = _milliseconds(ttl)
-        if px > _MAX_PX:
-            done = await self._call("set", lambda: self.client.set(key, data))
+        if token is not None:
+            expiry = "" if px > _MAX_PX else str(px)
+            done: object = await self._call(
+                "set",
+                lambda: self._set_script(
+                    keys=[key, self.lock_key(key)], args=[token, data, expiry]
+                ),
+                kind=_Kind.WRITE,
+            )
+        elif px > _MAX_PX:
+            done = await self._call("set", lambda: self.client.set(key, data), kind=_Kind.WRITE)
         else:
-            done = await self._call("set", lambda: self.client.set(key, data, px=px))
-        if done is not _SKIPPED:
-            self.stats.writes += 1
+            done = await self._call(
+                "set", lambda: self.client.set(key, data, px=px), kind=_Kind.WRITE
+            )
+        if done is _SKIPPED:
+            return Stored.FAILED
+        if not done:
+            self.stats.stale_writes += 1
+            return Stored.REFUSED
+        self.stats.writes += 1
+        return Stored.WRITTEN
 
     async def invalidate(self, prefix: str, /) -> bool:
         """Delete every key starting with ``prefix``, then tell the other instances.
@@ -350,10 +518,18 @@ class RedisCache:
         if not isinstance(prefix, str) or not prefix:
             raise ValueError("prefix must be a non-empty str")
         pattern = glob_escape(prefix) + "*"
-        complete = await self._call("invalidate", lambda: self._delete_matching(pattern))
+        # A SCAN of a large keyspace takes many round trips: its own budget.
+        complete = await self._call(
+            "invalidate",
+            lambda: self._delete_matching(pattern),
+            kind=_Kind.WRITE,
+            budget=self.hard_timeout,
+        )
         if complete is _SKIPPED:
             return False
-        published = await self._call("publish", lambda: self.client.publish(self.channel, prefix))
+        published = await self._call(
+            "publish", lambda: self.client.publish(self.channel, prefix), kind=_Kind.WRITE
+        )
         return complete is True and published is not _SKIPPED
 
     async def _delete_matching(self, pattern: str) -> bool:
@@ -382,45 +558,60 @@ class RedisCache:
         """A token if this caller may fill ``key`` now (``SET NX PX``), else ``None``.
 
         While Redis is unavailable every caller gets :data:`LOCAL_TOKEN`:
-        better one fetch per instance than none.
+        better one fetch per instance than none. A lock granted after the
+        caller gave up waiting is released at once, so it blocks nobody.
         """
         token = secrets.token_hex(16)
+        lock_key = self.lock_key(key)
         px = _milliseconds(min(ttl, _MAX_LOCK_SECONDS) if ttl > 0 else 0.0)
+
+        def release_late(got: object) -> None:
+            if got:
+                self._detach("unlock", lambda: self._unlock_script(keys=[lock_key], args=[token]))
+
         got = await self._call(
-            "lock", lambda: self.client.set(self.lock_key(key), token, nx=True, px=px)
+            "lock",
+            lambda: self.client.set(lock_key, token, nx=True, px=px),
+            kind=_Kind.WRITE,
+            late=release_late,
         )
         if got is _SKIPPED:
             return LOCAL_TOKEN
         return token if got else None
 
     async def unlock(self, key: str, token: str, /) -> None:
-        """Release ``key``'s lock if ``token`` still holds it (compare-and-delete)."""
-        if token == LOCAL_TOKEN:
-            return
-        await self._call(
-            "unlock", lambda: self._unlock_script(keys=[self.lock_key(key)], args=[token])
-        )
+        """Release ``key``'s lock if ``token`` still holds it (compare-and-delete).
+
+        Returns at once: the command runs in the background, so releasing a
+        lock never holds a page past its deadline.
+        """
+        if token == LOCAL_TOKEN or len(self._tasks) >= _MAX_IN_FLIGHT:
+            return  # the lock expires on its own
+        lock_key = self.lock_key(key)
+        task = self._detach("unlock", lambda: self._unlock_script(keys=[lock_key], args=[token]))
+        task.add_done_callback(_late_handler(None))
 
     async def wait_for(self, key: str, wait: float, /) -> Entry | None:
-        """Poll until another instance writes ``key``, drops its lock, or ``wait`` ends.
+        """Poll until another instance drops its lock on ``key``, or ``wait`` ends.
 
-        Only an entry that is not expired counts: what was there before the
-        other instance started fetching was expired (or absent).
+        Polls the small lock, not the value: a waiter reads the value once,
+        when the lock is gone. Only an entry that is not expired counts: what
+        was there before the other instance started fetching was expired (or
+        absent).
         """
         deadline = anyio.current_time() + min(max(wait, 0.0), _MAX_LOCK_SECONDS)
         lock_key = self.lock_key(key)
-        last: object = None
         while True:  # bounded by the deadline
-            reply = await self._call("wait", lambda: self._mget([key, lock_key]))
-            if reply is _SKIPPED:
+            remaining = deadline - anyio.current_time()
+            held = await self._call(
+                "wait", lambda: self.client.exists(lock_key), budget=self._within(remaining)
+            )
+            if held is _SKIPPED:
                 return None
-            raw, lock = reply
-            if raw is not None and raw != last:
-                last = raw
-                entry = self._parse(key, raw)
+            if not held:
+                (entry,) = await self.get_many([key], budget=max(remaining, 0.0))
                 if entry is not None and entry.freshness(self.clock()) is not Freshness.EXPIRED:
                     return entry
-            if lock is None:
                 return None  # the holder gave up without writing
             remaining = deadline - anyio.current_time()
             if remaining <= 0:
@@ -515,6 +706,37 @@ class RedisCache:
     def __repr__(self) -> str:
         state = "up" if self._down_until is None else "backing off"
         return f"RedisCache(channel={self.channel!r}, {state})"
+
+
+class Stored(enum.Enum):
+    """What a write did."""
+
+    WRITTEN = "written"
+    REFUSED = "refused"  #: the fill's lock was gone: an invalidation overtook it
+    FAILED = "failed"  #: Redis unavailable, slow or refusing writes; nothing stored
+
+
+def _is_refusal(exc: BaseException) -> bool:
+    """Redis answered with an error reply: it is reachable, but refused the command."""
+    from redis.exceptions import ResponseError
+
+    return isinstance(exc, ResponseError)
+
+
+def _late_handler(late: Callable[[Any], object] | None) -> Callable[[asyncio.Task[Any]], None]:
+    """A done-callback for a command nobody waits for any more."""
+
+    def done(task: asyncio.Task[Any]) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()  # retrieved, so asyncio does not log it as lost
+        if exc is None and late is not None:
+            try:
+                late(task.result())
+            except Exception:
+                logger.exception("redis: handling a late answer failed")
+
+    return done
 
 
 def _milliseconds(seconds: float) -> int:
