@@ -290,6 +290,11 @@ class RedisCache:
     # -- availability -------------------------------------------------------
 
     @property
+    def in_flight(self) -> int:
+        """Commands running now, including those nobody waits for any more."""
+        return len(self._tasks)
+
+    @property
     def available(self) -> bool:
         """False while Redis is being skipped after a failure."""
         return self._down_until is None or self._monotonic() >= self._down_until
