@@ -42,6 +42,9 @@ def fake_clock() -> FakeClock:
     return FakeClock()
 
 
+# A TCP fault proxy in front of the Redis below (tests/fault_proxy.py).
+from fault_proxy import redis_fault_proxy  # noqa: E402, F401
+
 # A real redis-server for the Redis tests (tests/redis_server.py).
 from redis_server import (  # noqa: E402
     _session_redis_server,  # noqa: F401
