@@ -23,6 +23,9 @@ route                               answer
 ``GET /rollout?userId=...``         ``{"userId", "useBatch", "percentage", "enabled"}``
 ``GET /``                           the demo page (``examples/demo/index.html``)
 ``GET /bench/bare``                 only with ``BATCHPAGE_BENCH_BARE=1``: see below
+``GET /debug/vitals``               only with ``BATCHPAGE_DEBUG_VITALS=1``: this
+                                    worker's tasks, threads, sockets, memory and
+                                    counters (:mod:`examples.service.vitals`)
 ==================================  =============================================
 
 ``BATCHPAGE_BENCH_BARE=1`` (off by default) adds ``GET /bench/bare`` for
@@ -50,9 +53,11 @@ from batchpage.contrib.fastapi import (
     stream_response,
     to_response,
 )
+from batchpage.contrib.http import json_reply
 from examples.service.legacy import PATHS
 from examples.service.lifetime import Homepage, running
 from examples.service.settings import Settings
+from examples.service.vitals import VITALS_ENV, vitals
 
 DEMO_PAGE = Path(__file__).resolve().parent.parent / "demo" / "index.html"
 BENCH_BARE_ENV = "BATCHPAGE_BENCH_BARE"
@@ -108,6 +113,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     if os.environ.get(BENCH_BARE_ENV) == "1":
         _add_bench_bare(app)
+    if os.environ.get(VITALS_ENV) == "1":
+
+        @app.get("/debug/vitals")
+        async def debug_vitals(request: Request) -> Response:
+            """This worker's resources and counters (tests and rehearsals only)."""
+            return to_response(json_reply(200, vitals(_homepage(request))))
+
     return app
 
 

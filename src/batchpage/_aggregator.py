@@ -15,7 +15,7 @@ import anyio.abc
 import attrs
 from anyio.streams.memory import MemoryObjectSendStream
 
-from ._breaker import CircuitBreaker
+from ._breaker import BreakerState, CircuitBreaker
 from ._cache import Cache
 from ._context import RequestContext
 from ._entry import Entry
@@ -490,6 +490,18 @@ class Aggregator:
         except Exception:
             logger.exception("section %r: fallback failed", section.name)
             return None
+
+    def breaker_state(self, section: str) -> BreakerState:
+        """The state of a section's circuit breaker (``CLOSED`` when it has none)."""
+        if section not in self.sections:
+            raise UnknownSectionError([section])
+        breaker = self._breakers.get(section)
+        return BreakerState.CLOSED if breaker is None else breaker.state
+
+    @property
+    def refreshing(self) -> int:
+        """Background refreshes running now (at most the executor's ``max_background``)."""
+        return self._filler.refreshing
 
     async def settle(self) -> None:
         """Wait until the background refreshes started so far have finished.

@@ -1,0 +1,72 @@
+"""What a running worker holds, for the soak and multi-worker tests. Off by default.
+
+``BATCHPAGE_DEBUG_VITALS=1`` adds ``GET /debug/vitals`` to the FastAPI app:
+this worker's pid, its asyncio tasks, threads, open file descriptors,
+resident memory and TCP connections, and the counters of its aggregator,
+executor and caches. A soak reads it before and after a load to show that
+nothing accumulates; with several workers, each answer names its pid. It
+exposes internals, so it is for tests and rehearsals, never production.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from pathlib import Path
+from typing import Any, Final
+
+import attrs
+
+from batchpage import LayeredCache, MemoryCache, RedisCache
+
+from .lifetime import Homepage
+
+VITALS_ENV: Final = "BATCHPAGE_DEBUG_VITALS"
+
+
+def _rss_bytes() -> int:
+    pages = int(Path("/proc/self/statm").read_text().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE")
+
+
+def _tcp_connections() -> int:
+    """Sockets this process holds (listening and connected)."""
+    count = 0
+    for fd in Path("/proc/self/fd").iterdir():
+        try:
+            if os.readlink(fd).startswith("socket:"):
+                count += 1
+        except OSError:
+            continue
+    return count
+
+
+def vitals(homepage: Homepage) -> dict[str, Any]:
+    """This worker's resources and counters, as JSON-ready values."""
+    agg = homepage.aggregator
+    cache = agg.cache
+    out: dict[str, Any] = {
+        "pid": os.getpid(),
+        "tasks": len(asyncio.all_tasks()),
+        "threads": threading.active_count(),
+        "fds": len(os.listdir("/proc/self/fd")),
+        "sockets": _tcp_connections(),
+        "rssBytes": _rss_bytes(),
+        "aggregator": attrs.asdict(agg.stats),
+        "executor": attrs.asdict(agg.executor.stats),
+        "refreshing": agg.refreshing,
+        "breakers": {name: agg.breaker_state(name).value for name in agg.sections},
+    }
+    redis: RedisCache | None = None
+    memory: MemoryCache | None = None
+    if isinstance(cache, LayeredCache):
+        redis, memory = cache.redis, cache.memory
+        out["layered"] = attrs.asdict(cache.stats)
+    elif isinstance(cache, MemoryCache):
+        memory = cache
+    if redis is not None:
+        out["redis"] = {**attrs.asdict(redis.stats), "inFlight": redis.in_flight}
+    if memory is not None:
+        out["memory"] = {"entries": len(memory), "bytes": memory.size_bytes}
+    return out
