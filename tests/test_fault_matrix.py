@@ -173,12 +173,18 @@ def cold(n: int = PAGES, *, first: int = 0) -> list[RequestContext]:
 
 # -- Redis faults: the page is served from memory and sources, within its deadline --
 
+def _die(proxy: FaultProxy) -> None:
+    """A server that died: open connections reset, new ones refused."""
+    proxy.reset()
+    proxy.refuse()
+
+
 REDIS_FAULTS: dict[str, Callable[[FaultProxy], None]] = {
     "+200 ms per round trip": lambda p: p.latency(0.1),
     "black hole (accepts, never answers)": lambda p: p.black_hole(),
     "connections reset": lambda p: p.reset(),
     "slow drip (2 KB/s replies)": lambda p: p.slow_drip(2000),
-    "refusing connections": lambda p: (p.reset(), p.refuse()),
+    "refusing connections": lambda p: _die(p),
 }
 
 
