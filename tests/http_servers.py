@@ -47,9 +47,10 @@ ROLLOUT_SALT: Final = "homepage-batch"  # the service's default
 _APP_VARIABLES = ("MONGODB_URL", "REDIS_URL", "ROLLOUT_PERCENT", "DJANGO_SETTINGS_MODULE")
 
 
-def command(framework: Framework, port: int) -> list[str]:
+def command(framework: Framework, port: int, *, workers: int = 1) -> list[str]:
     """The server command line, as a user would type it."""
     if framework == "fastapi":
+        many = ["--workers", str(workers)] if workers > 1 else []
         return [
             sys.executable,
             "-m",
@@ -63,6 +64,7 @@ def command(framework: Framework, port: int) -> list[str]:
             "--log-level",
             "warning",
             "--no-access-log",
+            *many,
         ]
     return [
         sys.executable,
@@ -99,9 +101,16 @@ class AppServer:
     """One app in a server subprocess on a loopback port."""
 
     def __init__(
-        self, framework: Framework, env: Mapping[str, str], log_dir: Path, *, label: str
+        self,
+        framework: Framework,
+        env: Mapping[str, str],
+        log_dir: Path,
+        *,
+        label: str,
+        workers: int = 1,
     ) -> None:
         self.framework = framework
+        self.workers = workers
         self.label = label
         self.env = dict(env)
         self.log_path = log_dir / f"{label}.log"
@@ -118,7 +127,7 @@ class AppServer:
     def start(self) -> None:
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
-                command(self.framework, self.port),
+                command(self.framework, self.port, workers=self.workers),
                 cwd=ROOT,
                 env=self.env,
                 stdin=subprocess.DEVNULL,

@@ -143,9 +143,14 @@ class CacheFiller:
                 await cache.unlock(key, token)
 
     async def _fill_behind_another(self, section: Section, key: str, ctx: RequestContext) -> Fill:
-        """Another instance holds the key's lock: wait for its write, within our time."""
+        """Another instance holds the key's lock: wait for its write, within our time.
+
+        At most the section's timeout: a live holder has answered by then, and
+        one that died (its lock outlives it) must not cost the page more, so
+        the rest of the page's time goes to fetching without it.
+        """
         cache = self.cache
-        entry = await cache.wait_for(key, min(lock_ttl(section), ctx.remaining()))
+        entry = await cache.wait_for(key, min(section.timeout, ctx.remaining()))
         if entry is not None and not entry.dead(cache.clock()):
             return Fill(entry.payload, _SHARED)
         if ctx.remaining() <= 0:
