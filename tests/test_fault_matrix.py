@@ -173,6 +173,7 @@ def cold(n: int = PAGES, *, first: int = 0) -> list[RequestContext]:
 
 # -- Redis faults: the page is served from memory and sources, within its deadline --
 
+
 def _die(proxy: FaultProxy) -> None:
     """A server that died: open connections reset, new ones refused."""
     proxy.reset()
