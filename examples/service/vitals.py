@@ -42,6 +42,30 @@ def _tcp_connections() -> int:
     return count
 
 
+def _connections_by_peer_port() -> dict[str, int]:
+    """Established TCP connections of this process, by the port they are connected to."""
+    inodes = set()
+    for fd in Path("/proc/self/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    counts: dict[str, int] = {}
+    for table in ("/proc/self/net/tcp", "/proc/self/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[9] in inodes and fields[3] == "01":  # ESTABLISHED
+                port = str(int(fields[2].rsplit(":", 1)[1], 16))
+                counts[port] = counts.get(port, 0) + 1
+    return counts
+
+
 def vitals(homepage: Homepage) -> dict[str, Any]:
     """This worker's resources and counters, as JSON-ready values."""
     agg = homepage.aggregator
@@ -52,6 +76,7 @@ def vitals(homepage: Homepage) -> dict[str, Any]:
         "threads": threading.active_count(),
         "fds": len(os.listdir("/proc/self/fd")),
         "sockets": _tcp_connections(),
+        "connections": _connections_by_peer_port(),
         "rssBytes": _rss_bytes(),
         "aggregator": attrs.asdict(agg.stats),
         "executor": attrs.asdict(agg.executor.stats),
@@ -66,7 +91,14 @@ def vitals(homepage: Homepage) -> dict[str, Any]:
     elif isinstance(cache, MemoryCache):
         memory = cache
     if redis is not None:
-        out["redis"] = {**attrs.asdict(redis.stats), "inFlight": redis.in_flight}
+        pool: Any = redis.client.connection_pool
+        out["redis"] = {
+            **attrs.asdict(redis.stats),
+            "inFlight": redis.in_flight,
+            # redis-py keeps these private; a debugging aid, read defensively.
+            "poolIdle": len(getattr(pool, "_available_connections", ())),
+            "poolInUse": len(getattr(pool, "_in_use_connections", ())),
+        }
     if memory is not None:
         out["memory"] = {"entries": len(memory), "bytes": memory.size_bytes}
     return out
