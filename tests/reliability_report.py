@@ -1,0 +1,85 @@
+"""Turn the fault harness's rows into the tables of ``docs/reliability.md``.
+
+``python tests/reliability_report.py ROWS.jsonl docs/reliability.md`` replaces
+what stands between the ``<!-- report:start -->`` and ``<!-- report:end -->``
+markers with the tables, so the prose around them stays as written.
+``scripts/reliability`` runs the harness and then this, in one command.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+START = "<!-- report:start -->"
+END = "<!-- report:end -->"
+
+
+def _statuses(statuses: dict[str, int]) -> str:
+    return ", ".join(f"{n} x {code}" for code, n in sorted(statuses.items()))
+
+
+def matrix(rows: Iterable[dict[str, Any]]) -> list[str]:
+    lines = [
+        "| component | fault | pages | what the pages did | worst page / deadline | "
+        "deadline kept | sections lost | stale or fallback served | notes |",
+        "| --- | --- | ---: | --- | ---: | :---: | ---: | ---: | --- |",
+    ]
+    for r in rows:
+        kept = "yes" if r["kept"] else "**no**"
+        lines.append(
+            f"| {r['component']} | {r['fault']} | {r['pages']} | {_statuses(r['statuses'])} | "
+            f"{r['worst_ms']:.0f} / {r['deadline_ms']:.0f} ms | {kept} | "
+            f"{r['sections_lost']} | {r['stand_ins']} | {r['note']} |"
+        )
+    return lines
+
+
+def soak(row: dict[str, Any]) -> list[str]:
+    names = ("tasks", "threads", "sockets", "fds", "rssBytes")
+    lines = [
+        f"{row['requests']:,} requests ({_statuses(row['statuses'])}), "
+        f"{row['invalidations']} invalidations from another instance; page time p50 "
+        f"{row['p50_ms']} ms, p99 {row['p99_ms']} ms, worst {row['max_ms']} ms; "
+        f"Redis pool {row['redis_pool']} connections at the end.",
+        "",
+        "| reading | " + " | ".join(names) + " |",
+        "| --- |" + " ---: |" * len(names),
+    ]
+    for moment in ("before", "middle", "after"):
+        values = [
+            f"{row[moment][n] / 2**20:.1f} MiB" if n == "rssBytes" else str(row[moment][n])
+            for n in names
+        ]
+        lines.append(f"| {moment} | " + " | ".join(values) + " |")
+    return lines
+
+
+def render(rows: list[dict[str, Any]]) -> str:
+    faults = [r for r in rows if "kind" not in r]
+    soaks = [r for r in rows if r.get("kind") == "soak"]
+    workers = [r for r in rows if r.get("kind") == "workers"]
+    out = ["### Fault matrix", "", *matrix(faults), ""]
+    if soaks:
+        out += ["### Soak", "", *soak(soaks[-1]), ""]
+    if workers:
+        out += ["### Four workers on one Redis", "", "| check | figure |", "| --- | ---: |"]
+        out += [f"| {r['test']} | {r['value']} |" for r in workers]
+        out.append("")
+    return "\n".join(out)
+
+
+def main(rows_path: str, doc_path: str) -> None:
+    rows = [json.loads(line) for line in Path(rows_path).read_text().splitlines() if line]
+    doc = Path(doc_path)
+    text = doc.read_text()
+    head, _, rest = text.partition(START)
+    _, _, tail = rest.partition(END)
+    doc.write_text(f"{head}{START}\n{render(rows)}\n{END}{tail}")
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:3])
