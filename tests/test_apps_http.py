@@ -144,6 +144,13 @@ def test_matching_etag_gives_304_without_body(app: httpx.Client) -> None:
         assert again.headers["cache-control"] == first.headers["cache-control"]
 
 
+def test_if_none_match_on_several_lines_is_one_list(app: httpx.Client) -> None:
+    """Two If-None-Match lines are one list (RFC 9110): the tag on the second line matches."""
+    etag = app.get("/homepage?limit=7").headers["etag"]
+    lines = [("If-None-Match", 'W/"stale"'), ("If-None-Match", etag)]
+    assert app.get("/homepage?limit=7", headers=lines).status_code == 304
+
+
 def test_other_etag_gives_200(app: httpx.Client) -> None:
     """If-None-Match with a stale tag gets the full page."""
     response = app.get("/homepage?limit=7", headers={"If-None-Match": 'W/"stale"'})
@@ -221,8 +228,23 @@ def test_user_id_of_128_characters_is_accepted(app: httpx.Client) -> None:
 
 @pytest.mark.parametrize("method", ["POST", "PUT", "DELETE"])
 def test_only_get_is_allowed(app: httpx.Client, method: str) -> None:
-    """Both apps answer 405 to other methods on the page."""
-    assert app.request(method, "/homepage").status_code == 405
+    """Both apps answer 405 to other methods on the page, with Allow, in the JSON error shape."""
+    response = app.request(method, "/homepage")
+    assert response.status_code == 405
+    assert response.headers["allow"] == "GET"
+    assert response.headers["content-type"] == "application/json"
+    assert response.json() == {"error": {"field": "method", "message": "the method must be GET"}}
+
+
+@pytest.mark.parametrize("path", ["/nope", "/homepage/", "/rollout/", "/homepage/stream/x"])
+def test_unknown_path_is_a_404_in_the_error_shape(app: httpx.Client, path: str) -> None:
+    """No route is a JSON 404 in both apps: no HTML page, no redirect to the path without '/'."""
+    response = app.get(path)
+    assert response.status_code == 404
+    assert response.headers["content-type"] == "application/json"
+    assert response.json() == {
+        "error": {"field": "path", "message": "nothing is served at this path"}
+    }
 
 
 def test_bad_input_on_the_stream_is_a_400(app: httpx.Client) -> None:
@@ -230,6 +252,24 @@ def test_bad_input_on_the_stream_is_a_400(app: httpx.Client) -> None:
     response = app.get("/homepage/stream?sections=nope")
     assert response.status_code == 400
     assert response.json()["error"]["field"] == "sections"
+
+
+def test_openapi_documents_the_query_and_the_answers(http_apps: dict[str, AppServer]) -> None:
+    """The FastAPI app's /openapi.json lists the parameters, the statuses and the stream's type."""
+    with http_apps["fastapi"].client() as client:
+        spec = client.get("/openapi.json").json()
+    page = spec["paths"]["/homepage"]["get"]
+    assert [p["name"] for p in page["parameters"]] == [
+        "limit",
+        "sections",
+        "userId",
+        "If-None-Match",
+    ]
+    assert set(page["responses"]) == {"200", "304", "400", "503"}
+    stream = spec["paths"]["/homepage/stream"]["get"]["responses"]["200"]["content"]
+    assert list(stream) == ["application/x-ndjson"]
+    offers = spec["paths"]["/offers"]["get"]
+    assert [p["name"] for p in offers["parameters"]] == ["featured", "flashSale", "limit", "userId"]
 
 
 # -- streaming ---------------------------------------------------------------

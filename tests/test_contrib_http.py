@@ -31,6 +31,7 @@ from batchpage.contrib.http import (
     RequestError,
     StreamReply,
     error_reply,
+    http_error_reply,
     if_none_match_matches,
     page_etag,
     parse_limit,
@@ -176,6 +177,21 @@ def test_error_reply_is_400_json_naming_the_field() -> None:
     assert reply.header("content-type") == "application/json"
     assert reply.header("cache-control") == "no-store"
     assert body(reply) == {"error": {"field": "limit", "message": LIMIT_MESSAGE}}
+
+
+def test_no_route_and_wrong_method_have_the_error_shape_too() -> None:
+    """404 names the path, 405 the method (with Allow), anything else the request."""
+    not_found = http_error_reply(404)
+    assert not_found.status == 404
+    assert not_found.header("content-type") == "application/json"
+    assert not_found.header("cache-control") == "no-store"
+    assert body(not_found) == {
+        "error": {"field": "path", "message": "nothing is served at this path"}
+    }
+    wrong_method = http_error_reply(405, allow="GET")
+    assert wrong_method.header("allow") == "GET"
+    assert body(wrong_method) == {"error": {"field": "method", "message": "the method must be GET"}}
+    assert body(http_error_reply(413))["error"]["field"] == "request"
 
 
 async def test_parse_builds_the_context_sources_see() -> None:
@@ -511,6 +527,60 @@ def test_fastapi_304_has_no_body_or_content_type() -> None:
     assert "content-length" not in response.headers
 
 
+def starlette_client(app: Any) -> Any:
+    import httpx
+
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://test")
+
+
+async def test_fastapi_404_and_405_have_the_error_shape() -> None:
+    """With http_error_response, Starlette's own 404 and 405 are the JSON every 4xx is."""
+    from starlette.applications import Starlette
+    from starlette.exceptions import HTTPException
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    from batchpage.contrib.fastapi import http_error_response
+
+    async def page(request: Any) -> Response:
+        return Response(b"{}", media_type="application/json")
+
+    app = Starlette(
+        routes=[Route("/page", page)], exception_handlers={HTTPException: http_error_response}
+    )
+    async with starlette_client(app) as client:
+        missing = await client.get("/nope")
+        wrong = await client.post("/page")
+    assert missing.status_code == 404
+    assert missing.json() == body(http_error_reply(404))
+    assert wrong.status_code == 405
+    allow = wrong.headers["allow"]
+    assert set(allow.split(", ")) == {"GET", "HEAD"}  # Starlette's route answers HEAD too
+    assert wrong.json() == {"error": {"field": "method", "message": f"the method must be {allow}"}}
+    assert wrong.headers["content-type"] == "application/json"
+
+
+async def test_fastapi_reads_every_if_none_match_line() -> None:
+    """If-None-Match on two lines is one list (RFC 9110): the tag on the second line matches."""
+    from starlette.applications import Starlette
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    from batchpage.contrib.fastapi import page_response
+
+    async with Aggregator(sections()) as agg:
+        endpoint = PageEndpoint(agg)
+
+        async def page(request: Any) -> Response:
+            return await page_response(endpoint, request)
+
+        async with starlette_client(Starlette(routes=[Route("/page", page)])) as client:
+            etag = (await client.get("/page")).headers["etag"]
+            lines = [("If-None-Match", 'W/"stale"'), ("If-None-Match", etag)]
+            again = await client.get("/page", headers=lines)
+    assert again.status_code == 304
+
+
 # -- the Django adapter's lifespan (pure ASGI, no server) ----------------------
 
 
@@ -593,3 +663,39 @@ async def test_django_lifespan_reports_a_failed_start_up() -> None:
     driver = LifespanDriver()
     await Lifespan(django_app, context)({"type": "lifespan"}, driver.receive, driver.send)
     assert driver.sent == [{"type": "lifespan.startup.failed", "message": "ConnectionError"}]
+
+
+async def test_django_lifespan_answers_a_query_that_is_not_utf8() -> None:
+    """Django would refuse it before any view with an empty HTML 400: the JSON 400 instead."""
+    from contextlib import asynccontextmanager
+
+    from batchpage.contrib.django import Lifespan
+
+    @asynccontextmanager
+    async def context() -> AsyncIterator[None]:
+        yield
+
+    reached: list[bytes] = []
+    sent: list[dict[str, Any]] = []
+
+    async def django_app(scope: Any, receive: Any, send: Any) -> None:
+        reached.append(scope["query_string"])
+
+    async def nothing() -> Any:
+        return {}
+
+    async def keep(message: Any) -> None:
+        sent.append(dict(message))
+
+    app = Lifespan(django_app, context)
+    await app({"type": "http", "path": "/homepage", "query_string": b"userId=\xff"}, nothing, keep)
+    assert reached == []
+    start, answer = sent
+    assert start["status"] == 400
+    assert (b"content-type", b"application/json") in start["headers"]
+    assert json.loads(answer["body"]) == {
+        "error": {"field": "query", "message": "the query string must be ASCII"}
+    }
+    utf8 = "userId=\u00e9".encode()  # Django can read it: its views judge it
+    await app({"type": "http", "path": "/homepage", "query_string": utf8}, nothing, keep)
+    assert reached == [utf8]

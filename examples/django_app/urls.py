@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from django.urls import path  # type: ignore[import-untyped]  # Django ships no types
 
+from batchpage.contrib.django import error_view
+
 from . import views
 from .views import get_only
 
@@ -18,3 +20,7 @@ urlpatterns = [
     path("events/featured", get_only(views.legacy_view("featuredEvents"))),
     path("offers", get_only(views.offers)),
 ]
+
+# No route, or a request Django refused: the JSON error shape, not an HTML page.
+handler400 = error_view(400)
+handler404 = error_view(404)

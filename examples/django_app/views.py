@@ -13,7 +13,6 @@ from typing import Any
 from django.http import (  # type: ignore[import-untyped]  # Django ships no types
     HttpRequest,
     HttpResponse,
-    HttpResponseNotAllowed,
 )
 
 from batchpage.contrib.django import (
@@ -23,6 +22,7 @@ from batchpage.contrib.django import (
     stream_response,
     to_response,
 )
+from batchpage.contrib.http import http_error_reply
 from examples.service.lifetime import Homepage
 
 DEMO_PAGE = Path(__file__).resolve().parent.parent / "demo" / "index.html"
@@ -31,11 +31,11 @@ View = Callable[[HttpRequest], Awaitable[Any]]
 
 
 def get_only(view: View) -> View:
-    """Answer 405 to anything but GET, as the FastAPI routes do."""
+    """Answer 405 to anything but GET, as the FastAPI routes do (and in the same JSON)."""
 
     async def only_get(request: HttpRequest) -> Any:
         if request.method != "GET":
-            return HttpResponseNotAllowed(["GET"])
+            return to_response(http_error_reply(405, allow="GET"))
         return await view(request)
 
     only_get.__doc__ = view.__doc__
@@ -83,6 +83,7 @@ async def demo(request: HttpRequest) -> HttpResponse:
     return HttpResponse(DEMO_PAGE.read_bytes(), content_type="text/html; charset=utf-8")
 
 
-def _query(request: HttpRequest) -> str:
-    query: str = request.META.get("QUERY_STRING", "")
+def _query(request: HttpRequest) -> bytes:
+    # The raw bytes, as the FastAPI app reads them, so both apps judge the same input.
+    query: bytes = request.scope.get("query_string", b"")
     return query

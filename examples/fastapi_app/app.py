@@ -45,15 +45,18 @@ from typing import TypedDict
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse
+from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from batchpage.contrib.fastapi import (
+    http_error_response,
     page_response,
     rollout_response,
     stream_response,
     to_response,
 )
 from batchpage.contrib.http import json_reply
+from examples.fastapi_app import openapi
 from examples.service.legacy import PATHS
 from examples.service.lifetime import Homepage, running
 from examples.service.settings import Settings
@@ -81,27 +84,36 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         async with running(settings) as homepage:
             yield {"homepage": homepage}
 
-    app = FastAPI(title="batchpage homepage", lifespan=lifespan, docs_url=None, redoc_url=None)
+    # No redirect from "/homepage/" to "/homepage": a 404, as in the Django app; 404 and 405
+    # in the error shape of every other 4xx.
+    app = FastAPI(
+        title="batchpage homepage",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        redirect_slashes=False,
+        exception_handlers={HTTPException: http_error_response},
+    )
 
-    @app.get("/homepage")
+    @app.get("/homepage", **openapi.HOMEPAGE)
     async def homepage(request: Request) -> Response:
         """The whole homepage in one response."""
         return await page_response(_homepage(request).endpoint, request)
 
-    @app.get("/homepage/stream")
+    @app.get("/homepage/stream", **openapi.STREAM)
     async def homepage_stream(request: Request) -> Response:
         """The homepage as NDJSON, each section as soon as it is ready."""
         return stream_response(_homepage(request).endpoint, request)
 
-    @app.get("/rollout")
+    @app.get("/rollout", **openapi.ROLLOUT)
     async def rollout(request: Request) -> Response:
         """Whether this user should call /homepage or the legacy endpoints."""
         return rollout_response(_homepage(request).rollout, request)
 
     for name, path in PATHS.items():
-        app.add_api_route(path, _legacy_route(name), methods=["GET"], name=name)
+        app.add_api_route(path, _legacy_route(name), methods=["GET"], name=name, **openapi.LEGACY)
 
-    @app.get("/offers")
+    @app.get("/offers", **openapi.OFFERS)
     async def offers(request: Request) -> Response:
         """Legacy: featured offers (featured=true) or flash sales (flashSale=true)."""
         return await _legacy(request, None)

@@ -30,11 +30,21 @@ from django.http import (  # type: ignore[import-untyped]
 )
 
 from batchpage import PageResult, Rollout
-from batchpage.contrib.http import PageEndpoint, PageRequest, Reply, StreamReply, rollout_reply
+from batchpage.contrib.http import (
+    PageEndpoint,
+    PageRequest,
+    Reply,
+    RequestError,
+    StreamReply,
+    error_reply,
+    http_error_reply,
+    rollout_reply,
+)
 
 __all__ = [
     "ClosingStreamingHttpResponse",
     "Lifespan",
+    "error_view",
     "lifespan_state",
     "page_response",
     "render_page",
@@ -96,7 +106,13 @@ def to_streaming_response(reply: StreamReply) -> ClosingStreamingHttpResponse:
     return response
 
 
-def _query(request: HttpRequest) -> str:
+def _query(request: HttpRequest) -> str | bytes:
+    # Under ASGI, the raw bytes, as the FastAPI adapter reads them: both judge the same
+    # input (Django's QUERY_STRING is those bytes decoded, non-ASCII and all).
+    scope = getattr(request, "scope", None)
+    if scope is not None:
+        raw: bytes = scope.get("query_string", b"")
+        return raw
     query: str = request.META.get("QUERY_STRING", "")
     return query
 
@@ -134,6 +150,21 @@ def rollout_response(rollout: Rollout, request: HttpRequest) -> HttpResponse:
     return to_response(rollout_reply(rollout, _query(request)))
 
 
+def error_view(status: int) -> Callable[..., HttpResponse]:
+    """A URLconf error handler: the one JSON error shape instead of Django's HTML page.
+
+    In the URLconf::
+
+        handler400 = error_view(400)  # a request Django refused (SuspiciousOperation)
+        handler404 = error_view(404)  # no route
+    """
+
+    def view(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+        return to_response(http_error_reply(status))
+
+    return view
+
+
 # -- lifespan --------------------------------------------------------------
 
 
@@ -144,6 +175,9 @@ class Lifespan:
     in every HTTP request's ``scope["state"][state_key]`` (read it with
     :func:`lifespan_state`); on ``lifespan.shutdown`` it exits. Run it under
     an ASGI server that speaks the lifespan protocol (uvicorn, hypercorn).
+
+    A query string that is not UTF-8, which Django would refuse with an empty
+    HTML 400, gets the adapter's JSON 400 (field ``query``) instead.
     """
 
     def __init__(
@@ -161,6 +195,11 @@ class Lifespan:
     async def __call__(self, scope: ASGIScope, receive: ASGIReceive, send: ASGISend) -> None:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
+            return
+        if scope["type"] == "http" and not _is_utf8(scope.get("query_string", b"")):
+            # Django refuses it before any view, with an empty text/html 400.
+            error = RequestError("query", "the query string must be ASCII")
+            await _send_reply(send, error_reply(error))
             return
         if self._state is not None and scope["type"] == "http":
             scope = {**scope, "state": {**scope.get("state", {}), **self._state}}
@@ -187,6 +226,20 @@ class Lifespan:
         finally:
             self._state = None
         await send({"type": "lifespan.shutdown.complete"})
+
+
+def _is_utf8(raw: bytes) -> bool:
+    try:
+        raw.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+async def _send_reply(send: ASGISend, reply: Reply) -> None:
+    headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers]
+    await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+    await send({"type": "http.response.body", "body": reply.body})
 
 
 def lifespan_state(request: HttpRequest, key: str = STATE_KEY) -> Any:

@@ -16,15 +16,24 @@ from __future__ import annotations
 import contextlib
 
 import anyio
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from batchpage import PageResult, Rollout
-from batchpage.contrib.http import PageEndpoint, PageRequest, Reply, StreamReply, rollout_reply
+from batchpage.contrib.http import (
+    PageEndpoint,
+    PageRequest,
+    Reply,
+    StreamReply,
+    http_error_reply,
+    rollout_reply,
+)
 
 __all__ = [
     "ClosingStreamingResponse",
+    "http_error_response",
     "page_response",
     "render_page",
     "rollout_response",
@@ -69,11 +78,15 @@ def _query(request: Request) -> bytes:
     return query
 
 
+def _if_none_match(request: Request) -> str | None:
+    # Every line of the header, as one list (RFC 9110), not the first alone; Django joins too.
+    values = request.headers.getlist("if-none-match")
+    return ", ".join(values) if values else None
+
+
 async def page_response(endpoint: PageEndpoint, request: Request) -> Response:
     """The whole page handler: validate the query, fetch, answer 200/304/400/503."""
-    reply = await endpoint.respond(
-        _query(request), if_none_match=request.headers.get("if-none-match")
-    )
+    reply = await endpoint.respond(_query(request), if_none_match=_if_none_match(request))
     return to_response(reply)
 
 
@@ -81,7 +94,7 @@ def render_page(
     endpoint: PageEndpoint, page: PageResult, page_request: PageRequest, request: Request
 ) -> Response:
     """A page fetched by the caller, answered with every header (and 304 when it matches)."""
-    reply = endpoint.render(page, page_request, if_none_match=request.headers.get("if-none-match"))
+    reply = endpoint.render(page, page_request, if_none_match=_if_none_match(request))
     return to_response(reply)
 
 
@@ -91,6 +104,19 @@ def stream_response(endpoint: PageEndpoint, request: Request) -> Response:
     if isinstance(reply, StreamReply):
         return to_streaming_response(reply)
     return to_response(reply)
+
+
+async def http_error_response(request: Request, exc: Exception) -> Response:
+    """The exception handler of Starlette's ``HTTPException`` (no route: 404, a wrong method: 405).
+
+    Register it so those answers have the error shape of every other 4xx::
+
+        app.add_exception_handler(HTTPException, http_error_response)
+    """
+    if not isinstance(exc, HTTPException):
+        raise TypeError(f"http_error_response handles HTTPException, not {exc!r}")
+    allow = (exc.headers or {}).get("Allow")
+    return to_response(http_error_reply(exc.status_code, allow=allow))
 
 
 def rollout_response(rollout: Rollout, request: Request) -> Response:

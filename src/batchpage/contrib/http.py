@@ -5,7 +5,8 @@ the FastAPI and Django adapters are a few lines each and answer identically:
 
 * the query (``limit``, ``sections``, ``userId``) is parsed and validated
   before anything of it reaches a cache key or a source; bad input is a
-  :class:`RequestError`, answered ``400`` with ``{"error": {"field", "message"}}``;
+  :class:`RequestError`, answered ``400`` with ``{"error": {"field", "message"}}``,
+  the shape of every 4xx (:func:`http_error_reply`: no route, a wrong method);
 * ``Cache-Control``: anonymous pages are ``public`` with
   ``stale-while-revalidate`` (a CDN may keep them); personal pages are
   ``private, no-store``; a 503 is ``no-store`` with ``Retry-After``;
@@ -52,6 +53,7 @@ __all__ = [
     "RequestError",
     "StreamReply",
     "error_reply",
+    "http_error_reply",
     "if_none_match_matches",
     "json_reply",
     "page_etag",
@@ -149,6 +151,29 @@ def json_reply(status: int, value: Any, *, cache_control: str = _NO_STORE) -> Re
 def error_reply(error: RequestError) -> Reply:
     """The ``400`` answer to bad input: ``{"error": {"field": ..., "message": ...}}``."""
     return json_reply(error.status_code, error.to_dict())
+
+
+#: What a 4xx that no page handler answered names: the path for a 404, the method for a 405.
+_STATUS_ERRORS: Final = {
+    404: ("path", "nothing is served at this path"),
+    405: ("method", "this method is not allowed here"),
+}
+
+
+def http_error_reply(status: int, *, allow: str | None = None) -> Reply:
+    """A 4xx the framework answers before any handler, in the same error shape.
+
+    No route (``404``, the ``path``), a method the route does not take
+    (``405``, the ``method``, with ``Allow`` when ``allow`` is given), or
+    any other request the framework refused (the ``request``).
+    """
+    field, message = _STATUS_ERRORS.get(status, ("request", "the request was refused"))
+    if status == 405 and allow:
+        message = f"the method must be {allow}"
+    reply = json_reply(status, {"error": {"field": field, "message": message}})
+    if allow:
+        return attrs.evolve(reply, headers=(*reply.headers, ("Allow", allow)))
+    return reply
 
 
 # -- parsing ---------------------------------------------------------------
