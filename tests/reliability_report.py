@@ -44,7 +44,9 @@ def soak(row: dict[str, Any]) -> list[str]:
         f"{row['requests']:,} requests ({_statuses(row['statuses'])}), "
         f"{row['invalidations']} invalidations from another instance; page time p50 "
         f"{row['p50_ms']} ms, p99 {row['p99_ms']} ms, worst {row['max_ms']} ms; "
-        f"Redis pool {row['redis_pool']} connections at the end.",
+        "Redis connection pool (before, middle, after): "
+        + ", ".join(map(str, row["redis_pool"]))
+        + ".",
         "",
         "| reading | " + " | ".join(names) + " |",
         "| --- |" + " ---: |" * len(names),

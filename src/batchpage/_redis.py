@@ -224,7 +224,8 @@ class RedisCache:
         a page one short wait, after which the back-off keeps it out of the
         request path. A broken connection is retried once, at once, on a new
         one: after a Redis restart every pooled connection is dead, and each
-        would otherwise cost a failure and a back-off.
+        would otherwise cost a failure and a back-off. The pool holds at most
+        ``max_connections`` (default: the 128 commands that may be in flight).
         """
         import redis.asyncio
         from redis.asyncio.retry import Retry
@@ -238,7 +239,8 @@ class RedisCache:
             socket_connect_timeout=positive_seconds(
                 socket_connect_timeout, name="socket_connect_timeout"
             ),
-            max_connections=max_connections,
+            # Never more than the commands that may be in flight at once.
+            max_connections=_MAX_IN_FLIGHT if max_connections is None else max_connections,
             retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
             decode_responses=False,
         )
