@@ -10,13 +10,23 @@ Facts about nx-27017 this module works around:
 * it writes a pid file (default ``/tmp/nx_27017.pid``) and refuses to start
   while the process named there lives, so every instance gets its own
   private directory for the pid file and its log;
-* it does not exit promptly on SIGTERM, so :meth:`EmbeddedMongo.stop` waits
-  two seconds, then kills it.
+* it does not exit promptly on SIGTERM, so it is given two seconds, then
+  killed.
+
+The server must not outlive the process that started it, however that
+process ends (SIGKILL included), so it runs under a watchdog
+(:mod:`examples.homepage.watchdog`): a small Python process holding the
+read end of a pipe whose write end only this process has. When the write
+end closes (:meth:`EmbeddedMongo.stop`, or this process's death: the kernel
+closes a dead process's descriptors), the watchdog stops the server and exits.
+The write end is close-on-exec and Popen's ``close_fds`` keeps it out of other
+children; only a copy of this process forked without exec shares it.
 """
 
 from __future__ import annotations
 
 import os
+import select
 import shutil
 import socket
 import subprocess
@@ -29,7 +39,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, Final, Self, TypeAlias
+from typing import Any, Final, Self, TypeAlias
 
 import anyio
 import anyio.to_thread
@@ -49,6 +59,10 @@ POOL_SIZE: Final = 50
 
 HOST: Final = "127.0.0.1"
 EXECUTABLE: Final = "nx-27017"
+#: The watchdog, run as a script: it must not depend on the working directory.
+WATCHDOG: Final = Path(__file__).with_name("watchdog.py")
+#: Seconds the watchdog gets to stop the server (two of grace, then SIGKILL).
+STOP_TIMEOUT: Final = 10.0
 
 Document: TypeAlias = dict[str, Any]
 Client: TypeAlias = AsyncMongoClient[Document]
@@ -100,29 +114,25 @@ def _free_port() -> int:
         return port
 
 
-def _terminate(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM, two seconds' grace (nx-27017 is slow to heed it), then SIGKILL; reap."""
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=2.0)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10.0)
-
-
 def _release(
-    process: subprocess.Popen[bytes] | None,
-    log: IO[bytes] | None,
-    workdir: tempfile.TemporaryDirectory[str] | None,
+    watchdog: subprocess.Popen[bytes] | None, workdir: tempfile.TemporaryDirectory[str] | None
 ) -> None:
-    """End the process, then close its log and remove its directory."""
+    """Close the watchdog's stdin (it stops the server and exits), reap it, remove the directory.
+
+    Should the watchdog not exit in time, it is killed, and the server with
+    it (it dies with its parent, see :mod:`examples.homepage.watchdog`).
+    """
     try:
-        if process is not None:
-            _terminate(process)
+        if watchdog is not None:
+            for pipe in (watchdog.stdin, watchdog.stdout):
+                if pipe is not None:
+                    pipe.close()
+            try:
+                watchdog.wait(timeout=STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                watchdog.kill()
+                watchdog.wait(timeout=STOP_TIMEOUT)
     finally:
-        if log is not None:
-            log.close()
         if workdir is not None:
             workdir.cleanup()
 
@@ -138,6 +148,9 @@ class EmbeddedMongo:
     then ``m.url``), a plain one, or with :meth:`start` and :meth:`stop`.
     Starting waits until a ``ping`` succeeds, at most ``startup_timeout``
     seconds; the data lives as long as the process.
+
+    The server runs under a watchdog (see the module's docstring): :attr:`pid`
+    is the nx-27017 server's, :attr:`watchdog_pid` the watchdog's, its parent.
     """
 
     def __init__(self, *, startup_timeout: float = 20.0, executable: str | None = None) -> None:
@@ -145,9 +158,9 @@ class EmbeddedMongo:
             raise ValueError(f"startup_timeout must be positive, got {startup_timeout!r}")
         self.startup_timeout = startup_timeout
         self._executable = executable
-        self._process: subprocess.Popen[bytes] | None = None
+        self._process: subprocess.Popen[bytes] | None = None  # the watchdog
+        self._server_pid: int | None = None
         self._workdir: tempfile.TemporaryDirectory[str] | None = None
-        self._log: IO[bytes] | None = None
         self._port: int | None = None
         self._finalizer: weakref.finalize[..., EmbeddedMongo] | None = None
 
@@ -157,6 +170,12 @@ class EmbeddedMongo:
 
     @property
     def pid(self) -> int | None:
+        """The nx-27017 server's pid (None when stopped)."""
+        return self._server_pid
+
+    @property
+    def watchdog_pid(self) -> int | None:
+        """The pid of the watchdog, the server's parent (None when stopped)."""
         return None if self._process is None else self._process.pid
 
     @property
@@ -182,7 +201,7 @@ class EmbeddedMongo:
         # then it exits at once, and a new port is tried (three times at most).
         for _ in range(3):
             try:
-                self._spawn(executable, _free_port())
+                self._spawn(executable, _free_port(), deadline)
                 self._wait_until_ready(deadline)
                 return
             except _Exited as exc:
@@ -196,41 +215,58 @@ class EmbeddedMongo:
         raise EmbeddedMongoError(failure)
 
     def stop(self) -> None:
-        """Stop the server by its pid: SIGTERM, two seconds' grace, then SIGKILL; reap it."""
+        """Stop the server (SIGTERM, two seconds' grace, then SIGKILL), then its watchdog."""
         if self._finalizer is not None:
             self._finalizer.detach()
-        process, log, workdir = self._process, self._log, self._workdir
-        self._finalizer = self._process = self._log = self._workdir = self._port = None
-        _release(process, log, workdir)
+        process, workdir = self._process, self._workdir
+        self._finalizer = self._process = self._workdir = self._port = self._server_pid = None
+        _release(process, workdir)
 
-    def _spawn(self, executable: str, port: int) -> None:
+    def _spawn(self, executable: str, port: int, deadline: float) -> None:
+        # The watchdog removes it once the server is stopped; cleanup() then finds it gone, fine.
         self._workdir = tempfile.TemporaryDirectory(prefix="nx-27017-")
         workdir = Path(self._workdir.name)
-        self._log = (workdir / "server.log").open("wb")
         self._port = port
-        self._process = subprocess.Popen(
-            [
-                executable,
-                "--db",
-                "memory",
-                "-p",
-                str(port),
-                "--host",
-                HOST,
-                "--pid-file",
-                str(workdir / "nx-27017.pid"),
-                # Its log goes to stderr as well; one copy (in server.log) is enough.
-                "--log-file",
-                os.devnull,
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            # Ctrl-C in a terminal reaches us, not the server: stop() ends it.
-            start_new_session=True,
-        )
+        server = [
+            executable,
+            "--db",
+            "memory",
+            "-p",
+            str(port),
+            "--host",
+            HOST,
+            "--pid-file",
+            str(workdir / "nx-27017.pid"),
+            # Its log goes to stderr as well; one copy (in server.log) is enough.
+            "--log-file",
+            os.devnull,
+        ]
+        with (workdir / "server.log").open("wb") as log:
+            self._process = subprocess.Popen(
+                # -I: the watchdog imports nothing from the working directory.
+                [sys.executable, "-I", str(WATCHDOG), "--remove", str(workdir), "--", *server],
+                # The watchdog waits for EOF here. Popen's pipes are close-on-exec and
+                # close_fds keeps them out of other children: only we hold the write end.
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,  # the server's pid, one line
+                stderr=log,
+                close_fds=True,
+                # Ctrl-C in a terminal reaches us, not the server: stop() ends it.
+                start_new_session=True,
+            )
         # A server nobody stopped still ends with its object, or at interpreter exit.
-        self._finalizer = weakref.finalize(self, _release, self._process, self._log, self._workdir)
+        self._finalizer = weakref.finalize(self, _release, self._process, self._workdir)
+        self._server_pid = self._read_server_pid(deadline)
+
+    def _read_server_pid(self, deadline: float) -> int | None:
+        """The line the watchdog prints once the server is started (None: it printed none)."""
+        process = self._process
+        assert process is not None
+        assert process.stdout is not None
+        ready, _, _ = select.select([process.stdout], [], [], max(0.0, deadline - time.monotonic()))
+        line = process.stdout.readline() if ready else b""
+        process.stdout.close()
+        return int(line) if line.strip().isdigit() else None
 
     def _wait_until_ready(self, deadline: float) -> None:
         process = self._process
