@@ -7,9 +7,13 @@ These run in-process, on asyncio and trio; the real servers are in
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -42,6 +46,7 @@ from batchpage.contrib.http import (
     server_timing,
 )
 from helpers import Recorder, run_on_mock_clock
+from processes import HAS_PROC, alive, catches, process, survivors
 
 pytestmark = pytest.mark.anyio
 
@@ -699,3 +704,146 @@ async def test_django_lifespan_answers_a_query_that_is_not_utf8() -> None:
     utf8 = "userId=\u00e9".encode()  # Django can read it: its views judge it
     await app({"type": "http", "path": "/homepage", "query_string": utf8}, nothing, keep)
     assert reached == [utf8]
+
+
+# The lifespan in a process of its own, as a hypercorn worker runs it: the
+# server leaves SIGTERM unhandled and never sends lifespan.shutdown.
+LIFESPAN_PROCESS = """
+import multiprocessing, os, signal, sys
+from contextlib import asynccontextmanager
+
+import anyio
+
+from batchpage.contrib.django import Lifespan
+
+backend, guard, out = sys.argv[1], sys.argv[2] == "guard", sys.argv[3]
+
+
+def say(line):
+    with open(out, "a") as f:
+        print(line, file=f, flush=True)
+
+
+@asynccontextmanager
+async def context():
+    try:
+        yield "service"
+    finally:
+        say("exited")
+
+
+async def app(scope, receive, send):
+    pass
+
+
+async def serve():
+    started = anyio.Event()
+
+    async def receive():
+        if not started.is_set():
+            return {"type": "lifespan.startup"}
+        await anyio.sleep_forever()
+
+    async def send(message):
+        say(f"{os.getpid()} {message['type']}")
+        started.set()
+
+    await Lifespan(app, context, guard_process=guard)({"type": "lifespan"}, receive, send)
+
+
+def worker():
+    anyio.run(serve, backend=backend)
+
+
+if __name__ == "__main__":
+    if sys.argv[4] == "worker":  # in a multiprocessing child, as hypercorn's workers are
+        process = multiprocessing.get_context("spawn").Process(target=worker)
+        process.start()
+        process.join()
+    else:
+        worker()
+"""
+
+
+def _lifespan_process(
+    tmp_path: Path, backend: str, *, guard: bool = True, worker: bool = False
+) -> tuple[subprocess.Popen[bytes], int, Path]:
+    """The script above, running; its lifespan started. Returns it, the lifespan's pid, its log."""
+    script, out = tmp_path / "lifespan_process.py", tmp_path / "out.txt"
+    script.write_text(LIFESPAN_PROCESS)
+    args = [backend, "guard" if guard else "no-guard", str(out), "worker" if worker else "direct"]
+    process = subprocess.Popen([sys.executable, str(script), *args], start_new_session=True)
+    deadline = time.monotonic() + 30
+    while "lifespan.startup.complete" not in (text := out.read_text() if out.exists() else ""):
+        assert process.poll() is None, text
+        assert time.monotonic() < deadline, text
+        time.sleep(0.02)
+    return process, int(text.split()[0]), out
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+@pytest.mark.parametrize("guard", [True, False], ids=["guard", "no-guard"])
+def test_django_lifespan_exits_its_context_on_an_unhandled_sigterm(
+    backend: str, guard: bool, tmp_path: Path
+) -> None:
+    """Where nobody handles SIGTERM, it exits the context first, then dies by SIGTERM as asked
+    (without the guard, the process dies at once and the context never exits)."""
+    process, pid, out = _lifespan_process(tmp_path, backend, guard=guard)
+    deadline = time.monotonic() + 30
+    while guard and not catches(pid, signal.SIGTERM):  # the guard is in place a moment later
+        assert time.monotonic() < deadline, "no SIGTERM handler"
+        time.sleep(0.01)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=30) == -signal.SIGTERM
+    assert ("exited" in out.read_text().split()) is guard
+
+
+@pytest.mark.skipif(not HAS_PROC, reason="reads /proc")
+def test_django_lifespan_of_an_orphaned_worker_exits_its_context(tmp_path: Path) -> None:
+    """A multiprocessing worker whose parent is SIGKILLed exits its context and ends."""
+    parent, worker_pid, out = _lifespan_process(tmp_path, "asyncio", worker=True)
+    worker = process(worker_pid)
+    assert worker is not None
+    parent.kill()
+    parent.wait()
+    try:
+        assert survivors([worker], within=30) == []
+        assert "exited" in out.read_text().split()
+    finally:
+        if alive(worker):
+            os.kill(worker_pid, signal.SIGKILL)
+
+
+async def test_django_lifespan_leaves_a_handled_sigterm_alone() -> None:
+    """Where the server handles SIGTERM itself (uvicorn), its handler stays in place."""
+    from contextlib import asynccontextmanager
+
+    from batchpage.contrib.django import Lifespan
+
+    def handler(signum: int, frame: object) -> None:
+        pass
+
+    seen: list[object] = []
+
+    @asynccontextmanager
+    async def context() -> AsyncIterator[None]:
+        yield
+
+    async def django_app(scope: Any, receive: Any, send: Any) -> None:
+        pass
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        driver = LifespanDriver()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(
+                Lifespan(django_app, context), {"type": "lifespan"}, driver.receive, driver.send
+            )
+            await driver.started.wait()
+            await anyio.sleep(0.01)
+            seen.append(signal.getsignal(signal.SIGTERM))
+            driver.shutdown.set()
+        assert seen == [handler]
+        assert driver.types == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -10,15 +10,24 @@ The aggregator owns background tasks and must outlive requests; Django's
 ASGI handler refuses the ``lifespan`` protocol that would give it a
 lifetime. :class:`Lifespan` wraps the Django ASGI application, runs an async
 context manager from server start-up to shutdown (in one task, as anyio's
-task groups require), and hands what it yields to every request.
+task groups require), and hands what it yields to every request; where the
+server would end the process without a shutdown (hypercorn's workers), it
+exits the context first.
 """
 
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import os
+import signal
+import sys
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import AbstractAsyncContextManager
-from typing import Any
+from typing import Any, Final, NoReturn
+
+import anyio
 
 # Django ships no type information (django-stubs is not a dependency): its
 # classes are Any here, and subclassing them is marked below.
@@ -63,6 +72,8 @@ ASGISend = Callable[[ASGIMessage], Awaitable[None]]
 ASGIApp = Callable[[ASGIScope, ASGIReceive, ASGISend], Awaitable[None]]
 
 STATE_KEY = "batchpage"
+#: Seconds between two checks that a worker's master process still lives.
+PARENT_POLL: Final = 0.5
 
 
 def to_response(reply: Reply) -> HttpResponse:
@@ -178,6 +189,17 @@ class Lifespan:
 
     A query string that is not UTF-8, which Django would refuse with an empty
     HTML 400, gets the adapter's JSON 400 (field ``query``) instead.
+
+    Some servers end a process without a ``lifespan.shutdown``: hypercorn's
+    worker processes leave SIGTERM unhandled (they wait for their master's
+    word), so a SIGTERM to the process group kills them outright, and when
+    the master is SIGKILLed they serve on, orphaned. What the context started
+    (child processes above all) would outlive them. So, with
+    ``guard_process`` (the default) and SIGTERM unhandled in this process when
+    the lifespan starts, a SIGTERM, or the death of the multiprocessing parent,
+    exits the context and then ends the process with SIGTERM, as asked.
+    Where the server handles SIGTERM itself (uvicorn, hypercorn without
+    workers), nothing changes.
     """
 
     def __init__(
@@ -186,10 +208,12 @@ class Lifespan:
         context: Callable[[], AbstractAsyncContextManager[Any]],
         *,
         state_key: str = STATE_KEY,
+        guard_process: bool = True,
     ) -> None:
         self.app = app
         self.context = context
         self.state_key = state_key
+        self.guard_process = guard_process
         self._state: dict[str, Any] | None = None
 
     async def __call__(self, scope: ASGIScope, receive: ASGIReceive, send: ASGISend) -> None:
@@ -210,21 +234,24 @@ class Lifespan:
         if message["type"] != "lifespan.startup":
             return
         started = False
+        ended_by: str | None = None
         try:
             async with self.context() as value:
                 self._state = {self.state_key: value}
                 await send({"type": "lifespan.startup.complete"})
                 started = True
-                while (await receive())["type"] != "lifespan.shutdown":
-                    pass
+                ended_by = await _until_shutdown(receive, guard=self.guard_process)
                 self._state = None
         except Exception as exc:
             logger.exception("lifespan %s failed", "shutdown" if started else "startup")
-            failed = "lifespan.shutdown.failed" if started else "lifespan.startup.failed"
-            await send({"type": failed, "message": type(exc).__name__})
-            return
+            if ended_by is None:
+                failed = "lifespan.shutdown.failed" if started else "lifespan.startup.failed"
+                await send({"type": failed, "message": type(exc).__name__})
+                return
         finally:
             self._state = None
+        if ended_by is not None:
+            _end_process(ended_by)
         await send({"type": "lifespan.shutdown.complete"})
 
 
@@ -240,6 +267,63 @@ async def _send_reply(send: ASGISend, reply: Reply) -> None:
     headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers]
     await send({"type": "http.response.start", "status": reply.status, "headers": headers})
     await send({"type": "http.response.body", "body": reply.body})
+
+
+async def _until_shutdown(receive: ASGIReceive, *, guard: bool) -> str | None:
+    """Wait for ``lifespan.shutdown`` and return None.
+
+    With ``guard``, where SIGTERM is unhandled, SIGTERM or the death of the
+    multiprocessing parent ends the wait too, and the reason is returned.
+    """
+    ended_by: str | None = None
+    async with anyio.create_task_group() as tg:
+
+        def end(reason: str | None) -> None:
+            nonlocal ended_by
+            if not tg.cancel_scope.cancel_called:
+                ended_by = reason
+                tg.cancel_scope.cancel()
+
+        async def shutdown() -> None:
+            while (await receive())["type"] != "lifespan.shutdown":
+                pass
+            end(None)
+
+        async def sigterm() -> None:
+            with anyio.open_signal_receiver(signal.SIGTERM) as signals:
+                async for _ in signals:
+                    end("SIGTERM")
+
+        async def orphaned(parent: multiprocessing.process.BaseProcess) -> None:
+            # A poll, not a wait on parent.sentinel: anyio.wait_readable needs anyio 4.7.
+            while parent.is_alive():  # noqa: ASYNC110 (nothing to wait on: see above)
+                await anyio.sleep(PARENT_POLL)
+            end(f"the parent process {parent.pid} died")
+
+        tg.start_soon(shutdown)
+        if guard and _sigterm_unhandled():
+            tg.start_soon(sigterm)
+            parent = multiprocessing.parent_process()
+            if parent is not None:
+                tg.start_soon(orphaned, parent)
+    return ended_by
+
+
+def _sigterm_unhandled() -> bool:
+    """SIGTERM would kill this process outright (and a handler can be installed here)."""
+    return (
+        sys.platform != "win32"
+        and threading.current_thread() is threading.main_thread()
+        and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    )
+
+
+def _end_process(reason: str) -> NoReturn:
+    """End the process by SIGTERM, as the server would have without the guard."""
+    logger.warning("%s: the lifespan's context is exited; ending the process", reason)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)
+    os._exit(128 + signal.SIGTERM)  # not reached: the signal is delivered before kill returns
 
 
 def lifespan_state(request: HttpRequest, key: str = STATE_KEY) -> Any:
