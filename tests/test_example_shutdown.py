@@ -1,0 +1,144 @@
+"""However an example server stops, nothing it started outlives it (issue 7, item 11).
+
+Each example runs as a user starts it, in a process group of its own, on
+its embedded database (an nx-27017 behind a watchdog); once ``/homepage``
+answers, every process descending from the server is recorded from
+``/proc``. The server is then stopped one way: Ctrl-C (SIGINT to the
+server), SIGTERM to the server, SIGTERM to its process group (``kill %1``,
+``timeout``, systemd), or SIGKILL. Within :data:`GONE_WITHIN` seconds every
+recorded process must be gone (``tests/processes.py``: pid and start time),
+and the server's private directory (pid file, log) removed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Final, Literal
+
+import httpx
+import pytest
+
+from http_servers import HOST, ROOT, Framework
+from http_servers import command as server_command
+from processes import HAS_PROC, Proc, alive, descendants, survivors
+from redis_server import free_port
+
+pytestmark = [
+    pytest.mark.mongo,
+    pytest.mark.http,
+    pytest.mark.skipif(not HAS_PROC, reason="reads /proc"),
+]
+
+START_TIMEOUT: Final = 60.0
+GONE_WITHIN: Final = 10.0
+
+Stop = Literal["sigint", "sigterm", "sigterm-group", "sigkill"]
+STOPS: Final[tuple[Stop, ...]] = ("sigint", "sigterm", "sigterm-group", "sigkill")
+
+
+def _command(framework: Framework, port: int) -> list[str]:
+    if framework == "fastapi":  # the documented way to start it: Ctrl-C stops it
+        return [sys.executable, "-m", "examples.serve", "--host", HOST, "--port", str(port)]
+    return server_command("django", port)  # hypercorn examples.django_app.asgi:application
+
+
+def _environment() -> dict[str, str]:
+    """The embedded defaults (no MONGODB_URL, no Redis), with a small seed to start fast."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("MONGODB_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE")
+        and not k.startswith("BATCHPAGE_")
+    }
+    env.update(BATCHPAGE_PRODUCTS="200", PYTHONUNBUFFERED="1")
+    return env
+
+
+@pytest.fixture
+def reaper() -> Iterator[list[Proc]]:
+    """Processes to SIGKILL after the test whatever happened, so a failure leaks nothing."""
+    procs: list[Proc] = []
+    yield procs
+    for proc in procs:
+        if alive(proc):
+            os.kill(proc.pid, signal.SIGKILL)
+
+
+def _wait_until_serving(process: subprocess.Popen[bytes], url: str, log: Path) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    with httpx.Client(base_url=url, timeout=5.0) as client:
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"the server exited ({process.returncode}):\n{_tail(log)}")
+            try:
+                if client.get("/homepage", params={"limit": 1}).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"no 200 from /homepage within {START_TIMEOUT:g} s:\n{_tail(log)}")
+            time.sleep(0.1)
+
+
+def _tail(log: Path, lines: int = 30) -> str:
+    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+
+
+def _stop(process: subprocess.Popen[bytes], how: Stop) -> None:
+    if how == "sigint":
+        process.send_signal(signal.SIGINT)
+    elif how == "sigterm":
+        process.send_signal(signal.SIGTERM)
+    elif how == "sigterm-group":
+        os.killpg(process.pid, signal.SIGTERM)
+    else:
+        process.kill()
+
+
+@pytest.mark.parametrize("how", STOPS)
+@pytest.mark.parametrize("framework", ["fastapi", "django"])
+def test_nothing_outlives_the_example_server(
+    framework: Framework, how: Stop, tmp_path: Path, reaper: list[Proc]
+) -> None:
+    """The server and every process it started (nx-27017, its watchdog) are gone after the stop."""
+    port = free_port()
+    log = tmp_path / "server.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            _command(framework, port),
+            cwd=ROOT,
+            env=_environment(),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group (and no Ctrl-C from pytest's)
+        )
+    workdirs: list[Path] = []
+    try:
+        _wait_until_serving(process, f"http://{HOST}:{port}", log)
+        started = descendants(process.pid)
+        reaper.extend(started)
+        argvs = [p.cmdline.split() for p in started]
+        # nx-27017 is a Python console script: "python .../nx-27017 --db memory ...".
+        servers = [argv for argv in argvs if any(Path(a).name == "nx-27017" for a in argv[:2])]
+        assert servers, f"no nx-27017 under the server: {started}"
+        workdirs += [Path(argv[argv.index("--pid-file") + 1]).parent for argv in servers]
+
+        _stop(process, how)
+        left = survivors(started, within=GONE_WITHIN)
+        assert not left, f"still running {GONE_WITHIN:g} s after {how}: {left}\n{_tail(log)}"
+        process.wait(timeout=GONE_WITHIN)  # the server itself ends as well
+        assert not [d for d in workdirs if d.exists()], "the server's directory is left behind"
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+        for workdir in workdirs:  # this server's own (leftovers of a failure; the reaper kills)
+            shutil.rmtree(workdir, ignore_errors=True)
