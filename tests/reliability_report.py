@@ -44,8 +44,10 @@ def soak(row: dict[str, Any]) -> list[str]:
         f"{row['requests']:,} requests ({_statuses(row['statuses'])}), "
         f"{row['invalidations']} invalidations from another instance; page time p50 "
         f"{row['p50_ms']} ms, p99 {row['p99_ms']} ms, worst {row['max_ms']} ms; "
-        "Redis connection pool (before, middle, after): "
-        + ", ".join(map(str, row["redis_pool"]))
+        "Redis connections open / pooled (before, middle, after): "
+        + ", ".join(
+            f"{a} / {b}" for a, b in zip(row["redis_sockets"], row["redis_pool"], strict=True)
+        )
         + ".",
         "",
         "| reading | " + " | ".join(names) + " |",

@@ -96,8 +96,9 @@ def vitals(homepage: Homepage) -> dict[str, Any]:
             **attrs.asdict(redis.stats),
             "inFlight": redis.in_flight,
             # redis-py keeps these private; a debugging aid, read defensively.
-            "poolIdle": len(getattr(pool, "_available_connections", ())),
-            "poolInUse": len(getattr(pool, "_in_use_connections", ())),
+            # Pooled connection objects, connected or not (they reconnect lazily).
+            "poolConnections": len(getattr(pool, "_available_connections", ()))
+            + len(getattr(pool, "_in_use_connections", ())),
         }
     if memory is not None:
         out["memory"] = {"entries": len(memory), "bytes": memory.size_bytes}
