@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 import anyio
 import httpx
 import pytest
-from examples.homepage.mongo import connect
+from examples.homepage.mongo import POOL_SIZE, connect
 from examples.homepage.sources import SECTION_NAMES, build_sections
 
 from batchpage import Aggregator, LayeredCache, MemoryCache, RedisCache
@@ -173,7 +173,9 @@ async def test_ten_thousand_requests_through_a_bad_day(
         links = reading["connections"]
         assert links.get(redis, 0) <= reading["redis"]["poolConnections"] + 2, figures
         assert reading["redis"]["poolConnections"] <= 128, figures
-    assert after["connections"].get(mongo, 0) <= middle["connections"].get(mongo, 0), figures
+    # MongoDB: pymongo's pool grows to the peak of concurrent queries, at most
+    # its maxPoolSize, plus its monitoring connections.
+    assert after["connections"].get(mongo, 0) <= POOL_SIZE + 4, figures
     others = [
         sum(n for port, n in r["connections"].items() if port not in (mongo, redis))
         for r in readings
