@@ -78,6 +78,16 @@ def command(framework: Framework, port: int, *, workers: int = 1) -> list[str]:
     ]
 
 
+def sign_in(client: httpx.Client, user: str | None) -> None:
+    """Sign ``client`` in as ``user`` (its cookie jar keeps the session), or out for ``None``."""
+    if user is None:
+        response = client.delete("/session")
+    else:
+        response = client.post("/session", json={"userId": user})
+    assert response.status_code == 200, response.text
+    assert response.json() == {"userId": user}
+
+
 def app_environment(mongo: SeededMongo, **extra: str) -> dict[str, str]:
     """The environment of a test server: the seeded database, no seeding, a pinned clock."""
     env = {
@@ -92,6 +102,8 @@ def app_environment(mongo: SeededMongo, **extra: str) -> dict[str, str]:
         BATCHPAGE_EXAMPLE_NOW=mongo.now.isoformat(),
         ROLLOUT_PERCENT=str(ROLLOUT_PERCENT),
         PYTHONUNBUFFERED="1",
+        # One signing key for every worker and server of a test: a sign-in holds on all.
+        BATCHPAGE_SESSION_SECRET="test-session-secret",
     )
     env.update(extra)
     return env

@@ -10,13 +10,12 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import quote
 
 import httpx
 import pytest
 
 from batchpage import Rollout
-from http_servers import FRAMEWORKS, ROLLOUT_PERCENT, ROLLOUT_SALT, AppServer
+from http_servers import FRAMEWORKS, ROLLOUT_PERCENT, ROLLOUT_SALT, AppServer, sign_in
 
 pytestmark = [pytest.mark.http, pytest.mark.mongo]
 
@@ -81,7 +80,13 @@ def ndjson(response: httpx.Response) -> list[dict[str, Any]]:
 
 def test_both_apps_answer_the_same_page(both: tuple[httpx.Client, httpx.Client]) -> None:
     """FastAPI and Django serve the same sections, errors and metadata for the same data."""
-    for query in ("limit=5", "limit=3&userId=u1", "userId=u2&sections=flashSales,featuredProducts"):
+    for query, user in [
+        ("limit=5", None),
+        ("limit=3", "u1"),
+        ("sections=flashSales,featuredProducts", "u2"),
+    ]:
+        for client in both:
+            sign_in(client, user)
         fastapi, django = (client.get(f"/homepage?{query}") for client in both)
         assert fastapi.status_code == django.status_code == 200
         assert comparable(fastapi.json()) == comparable(django.json())
@@ -125,10 +130,12 @@ def test_anonymous_page_is_public_with_stale_while_revalidate(app: httpx.Client)
 
 def test_personal_page_is_never_public(app: httpx.Client) -> None:
     """A user's page with the personal section is private and not stored."""
-    response = app.get("/homepage?limit=6&userId=u1")
+    sign_in(app, "u1")
+    response = app.get("/homepage?limit=6")
     assert response.status_code == 200
     assert response.headers["cache-control"] == "private, no-store"
-    assert "public" not in response.headers["cache-control"]
+    # Starlette's session middleware adds its own "Cookie" to ours: the same meaning.
+    assert {v.strip() for v in response.headers["vary"].split(",")} == {"Cookie"}
 
 
 def test_matching_etag_gives_304_without_body(app: httpx.Client) -> None:
@@ -160,8 +167,9 @@ def test_other_etag_gives_200(app: httpx.Client) -> None:
 
 def test_etag_survives_cache_status_changes(app: httpx.Client) -> None:
     """A cold (MISS) and a warm (HIT) answer of the same content share the ETag."""
-    cold = app.get("/homepage?limit=8&userId=u3")
-    warm = app.get("/homepage?limit=8&userId=u3")
+    sign_in(app, "u3")
+    cold = app.get("/homepage?limit=8")
+    warm = app.get("/homepage?limit=8")
     assert set(cold.json()["metadata"]["cache"].values()) != {"HIT"}
     assert set(warm.json()["metadata"]["cache"].values()) == {"HIT"}
     assert cold.headers["etag"] == warm.headers["etag"]
@@ -189,12 +197,6 @@ BAD_INPUT = [
     pytest.param("sections=nope", "sections", id="section-unknown"),
     pytest.param("sections=newArrivals,newArrivals", "sections", id="section-repeated"),
     pytest.param("sections=", "sections", id="sections-empty"),
-    pytest.param("userId=", "userId", id="user-empty"),
-    pytest.param("userId=" + "a" * 129, "userId", id="user-129-chars"),
-    pytest.param("userId=a%01b", "userId", id="user-control-char"),
-    pytest.param("userId=a%3Ab", "userId", id="user-colon"),
-    pytest.param("userId=a%2A", "userId", id="user-star"),
-    pytest.param("userId=a*", "userId", id="user-star-raw"),
     pytest.param("limit=5&limit=6", "limit", id="limit-twice"),
     pytest.param("userId=%ff", "query", id="not-utf8"),
 ]
@@ -223,11 +225,38 @@ def test_bad_limit_message(app: httpx.Client) -> None:
 
 def test_user_id_of_128_characters_is_accepted(app: httpx.Client) -> None:
     """128 characters is the longest user id, and a valid one."""
-    assert app.get("/homepage?limit=1&userId=" + "a" * 128).status_code == 200
+    sign_in(app, "a" * 128)
+    assert app.get("/homepage?limit=1").status_code == 200
+
+
+BAD_USER_IDS = [
+    pytest.param(b'{"userId": ""}', "userId", id="user-empty"),
+    pytest.param(b'{"userId": "' + b"a" * 129 + b'"}', "userId", id="user-129-chars"),
+    pytest.param(b'{"userId": "a\\u0001b"}', "userId", id="user-control-char"),
+    pytest.param(b'{"userId": "a:b"}', "userId", id="user-colon"),
+    pytest.param(b'{"userId": "a*"}', "userId", id="user-star"),
+    pytest.param(b'{"userId": 42}', "userId", id="user-number"),
+    pytest.param(b"userId=u1", "body", id="not-json"),
+    pytest.param(b'{"userId": "u1", "role": "admin"}', "body", id="extra-field"),
+]
+
+
+@pytest.mark.parametrize(("body", "field"), BAD_USER_IDS)
+def test_a_bad_sign_in_is_the_same_400_in_both_apps(
+    both: tuple[httpx.Client, httpx.Client], body: bytes, field: str
+) -> None:
+    """POST /session refuses bad user ids with one JSON error naming the field; no cookie."""
+    answers = [client.post("/session", content=body) for client in both]
+    for response in answers:
+        assert response.status_code == 400
+        assert response.json()["error"]["field"] == field
+        assert "set-cookie" not in response.headers
+    fastapi, django = answers
+    assert fastapi.content == django.content
 
 
 @pytest.mark.parametrize("method", ["POST", "PUT", "DELETE"])
-def test_only_get_is_allowed(app: httpx.Client, method: str) -> None:
+def test_only_get_is_allowed_on_the_page(app: httpx.Client, method: str) -> None:
     """Both apps answer 405 to other methods on the page, with Allow, in the JSON error shape."""
     response = app.request(method, "/homepage")
     assert response.status_code == 405
@@ -262,14 +291,19 @@ def test_openapi_documents_the_query_and_the_answers(http_apps: dict[str, AppSer
     assert [p["name"] for p in page["parameters"]] == [
         "limit",
         "sections",
-        "userId",
+        "batchpage_session",
         "If-None-Match",
     ]
     assert set(page["responses"]) == {"200", "304", "400", "503"}
     stream = spec["paths"]["/homepage/stream"]["get"]["responses"]["200"]["content"]
     assert list(stream) == ["application/x-ndjson"]
     offers = spec["paths"]["/offers"]["get"]
-    assert [p["name"] for p in offers["parameters"]] == ["featured", "flashSale", "limit", "userId"]
+    assert [p["name"] for p in offers["parameters"]] == [
+        "featured",
+        "flashSale",
+        "limit",
+        "batchpage_session",
+    ]
 
 
 # -- streaming ---------------------------------------------------------------
@@ -277,7 +311,8 @@ def test_openapi_documents_the_query_and_the_answers(http_apps: dict[str, AppSer
 
 def test_stream_sends_every_section_then_the_metadata(app: httpx.Client) -> None:
     """NDJSON: one line per section (as to_dict), then errors, metadata and status."""
-    response = app.get("/homepage/stream?limit=3&userId=u1")
+    sign_in(app, "u1")
+    response = app.get("/homepage/stream?limit=3")
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/x-ndjson"
     assert response.headers["cache-control"] == "no-store"
@@ -288,7 +323,7 @@ def test_stream_sends_every_section_then_the_metadata(app: httpx.Client) -> None
     )
     assert lines[-1]["status"] == 200
     assert lines[-1]["errors"] == []
-    page = app.get("/homepage?limit=3&userId=u1").json()
+    page = app.get("/homepage?limit=3").json()
     assert {line["section"]: line["data"] for line in lines[:-1]} == page["sections"]
 
 
@@ -300,10 +335,11 @@ def test_legacy_endpoint_answers_its_section(app: httpx.Client, name: str) -> No
     """Each of the six legacy endpoints answers the same items as the batch section."""
     path = LEGACY[name]
     sep = "&" if "?" in path else "?"
-    legacy = app.get(f"{path}{sep}limit=4&userId=u1")
+    sign_in(app, "u1")
+    legacy = app.get(f"{path}{sep}limit=4")
     assert legacy.status_code == 200
     assert legacy.headers["content-type"] == "application/json"
-    batch = app.get(f"/homepage?limit=4&userId=u1&sections={name}").json()
+    batch = app.get(f"/homepage?limit=4&sections={name}").json()
     assert legacy.json() == {"data": batch["sections"][name]}
 
 
@@ -383,7 +419,9 @@ def test_rollout_is_the_same_for_a_user_everywhere(both: tuple[httpx.Client, htt
     expected = Rollout(ROLLOUT_PERCENT, salt=ROLLOUT_SALT)
     decisions = set()
     for user in (f"user-{i}" for i in range(40)):
-        answers = [client.get(f"/rollout?userId={quote(user)}") for client in both for _ in (1, 2)]
+        for client in both:
+            sign_in(client, user)
+        answers = [client.get("/rollout") for client in both for _ in (1, 2)]
         bodies = [a.json() for a in answers]
         assert all(b == bodies[0] for b in bodies)
         assert bodies[0]["useBatch"] is expected.use_batch(user)
@@ -394,11 +432,17 @@ def test_rollout_is_the_same_for_a_user_everywhere(both: tuple[httpx.Client, htt
     assert decisions == {True, False}  # at 50 %, forty users are not all on one side
 
 
-def test_rollout_validates_the_user_id(app: httpx.Client) -> None:
-    """/rollout refuses a malformed userId like the page does."""
-    response = app.get("/rollout?userId=a%3Ab")
-    assert response.status_code == 400
-    assert response.json()["error"]["field"] == "userId"
+def test_a_user_id_in_the_query_is_never_an_identity(app: httpx.Client) -> None:
+    """?userId= is ignored everywhere: the rollout, the page and the legacy call stay anonymous."""
+    assert app.get("/rollout?userId=u1").json()["userId"] is None
+    sign_in(app, "u1")
+    mine = app.get("/homepage?limit=5&sections=featuredProducts").json()
+    sign_in(app, None)
+    as_query = app.get("/homepage?limit=5&sections=featuredProducts&userId=u1")
+    anonymous = app.get("/homepage?limit=5&sections=featuredProducts").json()
+    assert as_query.headers["cache-control"].startswith("public")
+    assert as_query.json()["sections"] == anonymous["sections"]
+    assert mine["sections"] != anonymous["sections"]  # u1 has favourites: the guard is real
 
 
 def test_rollout_of_anonymous_visitors(app: httpx.Client) -> None:

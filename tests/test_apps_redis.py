@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from batchpage import Rollout
-from http_servers import ROLLOUT_PERCENT, ROLLOUT_SALT, AppServer
+from http_servers import ROLLOUT_PERCENT, ROLLOUT_SALT, AppServer, sign_in
 from redis_server import RedisServer
 
 pytestmark = [pytest.mark.http, pytest.mark.redis, pytest.mark.mongo]
@@ -44,7 +44,11 @@ def eventually(check: Callable[[], bool], *, polls: int = 300) -> None:
 
 
 def users_on_batch(client: httpx.Client, users: list[str]) -> list[bool]:
-    return [client.get(f"/rollout?userId={u}").json()["useBatch"] for u in users]
+    decisions = []
+    for user in users:
+        sign_in(client, user)
+        decisions.append(client.get("/rollout").json()["useBatch"])
+    return decisions
 
 
 def test_rollout_follows_the_redis_key(redis_app: tuple[httpx.Client, RedisServer]) -> None:
@@ -59,7 +63,7 @@ def test_rollout_follows_the_redis_key(redis_app: tuple[httpx.Client, RedisServe
         r.set(KEY, "100")
         eventually(lambda: all(users_on_batch(client, users)))
         r.set(KEY, "off")
-        eventually(lambda: client.get("/rollout?userId=u1").json()["enabled"] is False)
+        eventually(lambda: client.get("/rollout").json()["enabled"] is False)
         assert not any(users_on_batch(client, users))
         r.set(KEY, "25")
         eventually(lambda: client.get("/rollout").json()["percentage"] == 25.0)

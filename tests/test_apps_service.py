@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from examples.service.faults import Fault, apply_faults, parse_faults
 from examples.service.legacy import offers_section
+from examples.service.request import (
+    check_user_id,
+    rollout_reply,
+    session_user,
+    sign_in_request,
+)
 from examples.service.rollout_feed import apply_setting
 from examples.service.settings import Settings, SettingsError
 
-from batchpage import Aggregator, RequestContext, Rollout, Section
-from batchpage.contrib.http import RequestError
+from batchpage import Aggregator, InvalidParameter, RequestContext, Rollout, Section
 
 NAMES = ("a", "b", "c")
 
@@ -160,6 +166,78 @@ def test_offers_filter_chooses_the_section() -> None:
 )
 def test_offers_filter_must_be_exactly_one(params: dict[str, str]) -> None:
     """No filter, both, or another value is a 400 naming the filter."""
-    with pytest.raises(RequestError) as caught:
+    with pytest.raises(InvalidParameter) as caught:
         offers_section(params)
     assert caught.value.field in {"featured", "flashSale"}
+
+
+# -- the homepage's request rules (examples/service/request.py) -----------------
+
+
+@pytest.mark.parametrize("raw", ["u1", "a" * 128, "user.name@example-1_x"])
+def test_a_user_id_of_safe_characters_signs_in(raw: str) -> None:
+    """1 to 128 letters, digits, '_', '.', '@' and '-'."""
+    assert check_user_id(raw) == raw
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ("", "userId must be a non-empty string"),
+        (42, "userId must be a non-empty string"),
+        (None, "userId must be a non-empty string"),
+        ("a" * 129, "userId must be at most 128 characters"),
+        ("a\x01b", "userId may hold only"),
+        ("a:b", "userId may hold only"),
+        ("a*", "userId may hold only"),
+        ("a b", "userId may hold only"),
+        ("é", "userId may hold only"),
+    ],
+)
+def test_a_bad_user_id_is_refused_naming_the_field(raw: object, message: str) -> None:
+    """Empty, not a string, over-long, control characters, ':' and '*' are refused."""
+    with pytest.raises(InvalidParameter, match=message) as caught:
+        check_user_id(raw)
+    assert caught.value.field == "userId"
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (b"", "body"),
+        (b"not json", "body"),
+        (b"[]", "body"),
+        (b'{"userId": "u1", "admin": true}', "body"),
+        (b'{"userId": "a:b"}', "userId"),
+        (b"\xff", "body"),
+    ],
+)
+def test_a_bad_sign_in_body_is_a_400_naming_the_field(body: bytes, field: str) -> None:
+    """The sign-in body is exactly {"userId": "..."}."""
+    with pytest.raises(InvalidParameter) as caught:
+        sign_in_request(body)
+    assert caught.value.field == field
+
+
+def test_a_session_with_an_odd_user_is_anonymous() -> None:
+    """Whatever a session holds that is not a valid user id reads as anonymous."""
+    assert session_user({}) is None
+    assert session_user({"userId": "u1"}) == "u1"
+    assert session_user({"userId": "a:b"}) is None
+    assert session_user({"userId": ["u1"]}) is None
+
+
+@pytest.mark.parametrize(("percentage", "use_batch"), [(100, True), (0, False)])
+def test_rollout_reply_says_which_path(percentage: float, use_batch: bool) -> None:
+    """/rollout answers the decision in the body and the X-Batch-Rollout header."""
+    reply = rollout_reply(Rollout(percentage), "u7")
+    assert reply.status == 200
+    assert json.loads(reply.body) == {
+        "userId": "u7",
+        "useBatch": use_batch,
+        "percentage": float(percentage),
+        "enabled": True,
+    }
+    assert reply.header("x-batch-rollout") == ("batch" if use_batch else "legacy")
+    assert reply.header("cache-control") == "private, no-store"
+    assert reply.header("vary") == "Cookie"

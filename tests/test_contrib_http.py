@@ -22,28 +22,29 @@ import pytest
 from batchpage import (
     Aggregator,
     CachePolicy,
+    InvalidParameter,
     PageResult,
     RequestContext,
-    Rollout,
     Scope,
     Section,
 )
 from batchpage.contrib.http import (
     PageEndpoint,
     PageRequest,
+    Param,
     Reply,
-    RequestError,
     StreamReply,
+    boolean,
     error_reply,
     http_error_reply,
     if_none_match_matches,
+    integer,
+    one_of,
     page_etag,
-    parse_limit,
     parse_query,
     parse_sections,
-    parse_user_id,
-    rollout_reply,
     server_timing,
+    text,
 )
 from helpers import Recorder, run_on_mock_clock
 from processes import HAS_PROC, alive, catches, process, survivors
@@ -68,8 +69,11 @@ def sections(**overrides: Recorder) -> list[Section]:
     ]
 
 
+LIMIT = Param("limit", integer(1, 50), default=10)
+
+
 def endpoint_for(agg: Aggregator) -> PageEndpoint:
-    return PageEndpoint(agg)
+    return PageEndpoint(agg, params=[LIMIT])
 
 
 def body(reply: Reply) -> Any:
@@ -80,45 +84,71 @@ def body(reply: Reply) -> Any:
 
 
 @pytest.mark.parametrize(("raw", "limit"), [(None, 10), ("1", 1), ("10", 10), ("50", 50)])
-def test_limit_accepts_1_to_50_and_defaults_to_10(raw: str | None, limit: int) -> None:
-    """A missing limit is 10; 1 to 50 pass as integers."""
-    assert parse_limit(raw) == limit
+def test_a_declared_integer_parameter_takes_its_range_and_default(
+    raw: str | None, limit: int
+) -> None:
+    """A missing limit is its default; 1 to 50 pass as integers."""
+    assert LIMIT.value({} if raw is None else {"limit": raw}) == limit
 
 
 @pytest.mark.parametrize(
     "raw", ["0", "-1", "51", "100", "abc", "1.5", "", " 5", "+5", "05", "1e1", "٣", "9" * 400]
 )
-def test_limit_rejects_everything_else(raw: str) -> None:
-    """Zero, negatives, over 50, non-numbers and odd spellings are a limit error."""
-    with pytest.raises(RequestError) as caught:
-        parse_limit(raw)
+def test_a_declared_integer_parameter_rejects_everything_else(raw: str) -> None:
+    """Zero, negatives, over 50, non-numbers and odd spellings are an error naming the field."""
+    with pytest.raises(InvalidParameter) as caught:
+        LIMIT.value({"limit": raw})
     assert (caught.value.field, caught.value.message) == ("limit", LIMIT_MESSAGE)
 
 
-@pytest.mark.parametrize("raw", [None, "u1", "a" * 128, "user.name@example-1_x"])
-def test_user_id_accepts_safe_ids_up_to_128(raw: str | None) -> None:
-    """Missing is anonymous; 1 to 128 safe characters pass unchanged."""
-    assert parse_user_id(raw) == raw
+def test_declared_parameters_of_each_kind() -> None:
+    """one_of, boolean and text parse their values, and name the field when they cannot."""
+    locale = Param("locale", one_of("en", "fr"), default="en")
+    flag = Param("beta", boolean(), default=False)
+    term = Param("q", text(max_length=8))
+    assert (locale.value({}), locale.value({"locale": "fr"})) == ("en", "fr")
+    assert (flag.value({"beta": "true"}), flag.value({})) == (True, False)
+    assert term.value({"q": "shoes"}) == "shoes"
+    for param, raw, message in [
+        (locale, "de", "locale must be one of: en, fr"),
+        (flag, "1", "beta must be true or false"),
+        (term, "x" * 9, "q must be 1 to 8 characters"),
+        (term, "a b", "q must be 1 to 8 characters"),
+    ]:
+        with pytest.raises(InvalidParameter, match=message) as caught:
+            param.value({param.name: raw})
+        assert caught.value.field == param.name
+    with pytest.raises(InvalidParameter, match="q is required"):
+        term.value({})
+
+
+async def test_declared_parameters_reach_the_context_typed() -> None:
+    """An application's own parameters (a locale, a flag) reach sources, typed and validated."""
+    locale = Param("locale", one_of("en", "fr"), default="en")
+    beta = Param("beta", boolean(), default=False)
+    async with Aggregator(sections()) as agg:
+        endpoint = PageEndpoint(agg, params=[LIMIT, locale, beta])
+        request = endpoint.parse(b"locale=fr&beta=true")
+        assert request.context.params == {"limit": 10, "locale": "fr", "beta": True}
+        reply = await endpoint.respond(b"locale=xx")
+    assert reply.status == 400
+    assert body(reply) == {"error": {"field": "locale", "message": "locale must be one of: en, fr"}}
 
 
 @pytest.mark.parametrize(
-    ("raw", "message"),
+    ("kwargs", "error", "match"),
     [
-        ("", "userId must not be empty"),
-        ("a" * 129, "userId must be at most 128 characters"),
-        ("a\x01b", "userId may hold only"),
-        ("a\nb", "userId may hold only"),
-        ("a:b", "userId may hold only"),
-        ("a*", "userId may hold only"),
-        ("a b", "userId may hold only"),
-        ("é", "userId may hold only"),
+        ({"params": ["limit"]}, TypeError, "params must be Param objects"),
+        ({"params": [LIMIT, LIMIT]}, ValueError, "distinct names"),
+        ({"params": [Param("sections", integer(1, 2))]}, ValueError, "distinct names"),
     ],
 )
-def test_user_id_rejects_bad_ids(raw: str, message: str) -> None:
-    """Empty, over-long, control characters, ':' and '*' are a userId error."""
-    with pytest.raises(RequestError, match=message) as caught:
-        parse_user_id(raw)
-    assert caught.value.field == "userId"
+def test_declared_parameters_are_checked(
+    kwargs: dict[str, Any], error: type[Exception], match: str
+) -> None:
+    """A parameter list that cannot work fails at construction."""
+    with pytest.raises(error, match=match):
+        PageEndpoint(Aggregator(sections()), **kwargs)
 
 
 def test_sections_keep_the_page_order() -> None:
@@ -142,7 +172,7 @@ def test_sections_keep_the_page_order() -> None:
 )
 def test_sections_reject_unknown_empty_and_repeated(raw: str, message: str) -> None:
     """Unknown, empty or repeated names are a sections error that echoes no input."""
-    with pytest.raises(RequestError, match=message) as caught:
+    with pytest.raises(InvalidParameter, match=message) as caught:
         parse_sections(raw, NAMES)
     assert caught.value.field == "sections"
     assert "nope" not in caught.value.message
@@ -155,7 +185,7 @@ def test_query_decodes_percent_escapes() -> None:
 
 def test_query_rejects_a_repeated_parameter() -> None:
     """limit=1&limit=2 is an error: which one would count?"""
-    with pytest.raises(RequestError, match="limit must be given once") as caught:
+    with pytest.raises(InvalidParameter, match="limit must be given once") as caught:
         parse_query("limit=1&limit=2")
     assert caught.value.field == "limit"
 
@@ -163,21 +193,21 @@ def test_query_rejects_a_repeated_parameter() -> None:
 @pytest.mark.parametrize("raw", [b"userId=%ff", "userId=%C3", b"userId=\xc3\xa9"])
 def test_query_must_be_utf8(raw: str | bytes) -> None:
     """A query that is not (percent-encoded) UTF-8 is a query error."""
-    with pytest.raises(RequestError) as caught:
+    with pytest.raises(InvalidParameter) as caught:
         parse_query(raw)
     assert caught.value.field == "query"
 
 
 def test_query_with_too_many_parameters_is_refused() -> None:
     """A page request has a handful of parameters, not hundreds."""
-    with pytest.raises(RequestError, match="at most 16 parameters") as caught:
+    with pytest.raises(InvalidParameter, match="at most 16 parameters") as caught:
         parse_query("&".join(f"p{i}=1" for i in range(200)))
     assert caught.value.field == "query"
 
 
 def test_error_reply_is_400_json_naming_the_field() -> None:
     """Bad input answers 400 with {"error": {"field", "message"}}, never cached."""
-    reply = error_reply(RequestError("limit", LIMIT_MESSAGE))
+    reply = error_reply(InvalidParameter("limit", LIMIT_MESSAGE))
     assert reply.status == 400
     assert reply.header("content-type") == "application/json"
     assert reply.header("cache-control") == "no-store"
@@ -202,18 +232,17 @@ def test_no_route_and_wrong_method_have_the_error_shape_too() -> None:
 async def test_parse_builds_the_context_sources_see() -> None:
     """A valid query becomes a RequestContext with only the validated limit."""
     endpoint = endpoint_for(Aggregator(sections()))
-    request = endpoint.parse(b"userId=u1&limit=5&sections=newArrivals&utm=x")
+    request = endpoint.parse(b"userId=u2&limit=5&sections=newArrivals&utm=x", user_id="u1")
     assert request == PageRequest(
         RequestContext(user_id="u1", params={"limit": 5}), ("newArrivals",)
     )
+    assert endpoint.parse(b"userId=u2").user_id is None  # the query is never an identity
     assert endpoint.parse(b"sections=featuredEvents,newArrivals,featuredProducts").sections is None
 
 
 @pytest.mark.parametrize(
     ("kwargs", "error"),
     [
-        ({"default_limit": 60}, ValueError),
-        ({"max_limit": 0}, ValueError),
         ({"max_age": -1}, ValueError),
         ({"retry_after": 1.5}, TypeError),
         ({"stale_while_revalidate": True}, TypeError),
@@ -275,11 +304,12 @@ def test_if_none_match_uses_weak_comparison(header: str | None, matches: bool) -
 async def fetch_and_render(
     query: bytes = b"",
     *,
+    user_id: str | None = None,
     if_none_match: str | None = None,
     overrides: dict[str, Recorder] | None = None,
 ) -> Reply:
     async with Aggregator(sections(**(overrides or {}))) as agg:
-        return await PageEndpoint(agg).respond(query, if_none_match=if_none_match)
+        return await endpoint_for(agg).respond(query, user_id=user_id, if_none_match=if_none_match)
 
 
 async def test_anonymous_page_is_public_with_stale_while_revalidate() -> None:
@@ -294,13 +324,14 @@ async def test_anonymous_page_is_public_with_stale_while_revalidate() -> None:
 
 async def test_personal_page_is_never_public() -> None:
     """A user's page with a personal section is private and not stored."""
-    reply = await fetch_and_render(b"userId=u1")
+    reply = await fetch_and_render(user_id="u1")
     assert reply.header("cache-control") == "private, no-store"
+    assert reply.header("vary") == "Cookie"
 
 
 async def test_user_page_of_global_sections_is_public() -> None:
     """A user id with only global sections asked for gives the public page."""
-    reply = await fetch_and_render(b"userId=u1&sections=newArrivals")
+    reply = await fetch_and_render(b"sections=newArrivals", user_id="u1")
     assert (reply.header("cache-control") or "").startswith("public")
 
 
@@ -363,7 +394,7 @@ async def test_server_timing_lists_every_section_and_the_total() -> None:
 async def test_render_of_a_page_fetched_elsewhere() -> None:
     """render() answers a PageResult the caller fetched itself."""
     async with Aggregator(sections()) as agg:
-        endpoint = PageEndpoint(agg)
+        endpoint = endpoint_for(agg)
         request = endpoint.parse(b"limit=3")
         page: PageResult = await agg.fetch(request.context)
     reply = endpoint.render(page, request)
@@ -387,7 +418,7 @@ def test_stream_sends_the_fastest_section_first() -> None:
             "featuredEvents": Recorder(["e"], delay=0.2),
         }
         async with Aggregator(sections(**slow)) as agg:
-            reply = PageEndpoint(agg).open_stream(b"limit=2")
+            reply = endpoint_for(agg).open_stream(b"limit=2")
             assert isinstance(reply, StreamReply)
             return await collect(reply.chunks)
 
@@ -415,7 +446,7 @@ async def test_stream_reports_errors_in_lines_and_status_at_the_end() -> None:
     """A failed section's line carries its error; the last line the 503."""
     failing = {name: Recorder(fail=True) for name in NAMES}
     async with Aggregator(sections(**failing)) as agg:
-        reply = PageEndpoint(agg).open_stream(b"")
+        reply = endpoint_for(agg).open_stream(b"")
         assert isinstance(reply, StreamReply)
         lines = await collect(reply.chunks)
     assert {line["error"]["code"] for line in lines[:-1]} == {"SOURCE_ERROR"}
@@ -425,7 +456,7 @@ async def test_stream_reports_errors_in_lines_and_status_at_the_end() -> None:
 async def test_stream_headers_say_ndjson_never_cached() -> None:
     """The stream is application/x-ndjson, no-store, unbuffered by proxies."""
     async with Aggregator(sections()) as agg:
-        reply = PageEndpoint(agg).open_stream(b"")
+        reply = endpoint_for(agg).open_stream(b"")
         assert isinstance(reply, StreamReply)
         await collect(reply.chunks)
     headers = dict(reply.headers)
@@ -437,7 +468,7 @@ async def test_stream_headers_say_ndjson_never_cached() -> None:
 async def test_stream_with_bad_query_is_a_400_reply() -> None:
     """A bad stream request is answered like a bad page request."""
     async with Aggregator(sections()) as agg:
-        reply = PageEndpoint(agg).open_stream(b"sections=nope")
+        reply = endpoint_for(agg).open_stream(b"sections=nope")
     assert isinstance(reply, Reply)
     assert reply.status == 400
     assert body(reply)["error"]["field"] == "sections"
@@ -461,7 +492,7 @@ def test_closing_the_stream_early_cancels_running_sources() -> None:
             "featuredEvents": Slow(["e"], delay=60),
         }
         async with Aggregator(sections(**overrides)) as agg:
-            reply = PageEndpoint(agg).open_stream(b"")
+            reply = endpoint_for(agg).open_stream(b"")
             assert isinstance(reply, StreamReply)
             chunks = reply.chunks
             first = await chunks.__anext__()
@@ -471,31 +502,6 @@ def test_closing_the_stream_early_cancels_running_sources() -> None:
             assert sorted(cancelled) == ["slow", "slow"]
 
     run_on_mock_clock(run)
-
-
-# -- rollout ---------------------------------------------------------------
-
-
-@pytest.mark.parametrize(("percentage", "use_batch"), [(100, True), (0, False)])
-def test_rollout_reply_says_which_path(percentage: float, use_batch: bool) -> None:
-    """/rollout answers the decision in the body and the X-Batch-Rollout header."""
-    reply = rollout_reply(Rollout(percentage), b"userId=u7")
-    assert reply.status == 200
-    assert body(reply) == {
-        "userId": "u7",
-        "useBatch": use_batch,
-        "percentage": float(percentage),
-        "enabled": True,
-    }
-    assert reply.header("x-batch-rollout") == ("batch" if use_batch else "legacy")
-    assert reply.header("cache-control") == "private, no-store"
-
-
-def test_rollout_reply_validates_the_user_id() -> None:
-    """A malformed userId is the same 400 as on the page."""
-    reply = rollout_reply(Rollout(50), b"userId=a%3Ab")
-    assert reply.status == 400
-    assert body(reply)["error"]["field"] == "userId"
 
 
 # -- imports ---------------------------------------------------------------
@@ -574,7 +580,7 @@ async def test_fastapi_reads_every_if_none_match_line() -> None:
     from batchpage.contrib.fastapi import page_response
 
     async with Aggregator(sections()) as agg:
-        endpoint = PageEndpoint(agg)
+        endpoint = endpoint_for(agg)
 
         async def page(request: Any) -> Response:
             return await page_response(endpoint, request)

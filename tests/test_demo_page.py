@@ -70,13 +70,15 @@ def test_the_demo_page_loads_one_batch(page: Page, http_apps: dict[str, AppServe
     """In batch mode the page makes one /homepage request and fills every card."""
     open_demo(page, http_apps["fastapi"])
     page.select_option("#mode", "batch")
-    page.fill("#user", "u1")
     page.fill("#limit", "3")
+    page.fill("#user", "u1")
     with page.expect_response(lambda r: "/homepage?" in r.url) as response:
-        page.click("#load")
+        page.click("#signin button[type=submit]")
     page.wait_for_function("document.querySelectorAll('[data-state=ready]').length === 6")
+    assert page.locator("#who").get_attribute("data-user") == "u1"
     assert response.value.status == 200
-    assert "userId=u1" in response.value.url
+    assert "userId" not in response.value.url  # the identity is the session cookie
+    assert response.value.headers["cache-control"] == "private, no-store"
     assert page.locator("#summary").inner_text().startswith("HTTP 200, one request")
     for name in SECTIONS:
         assert page.locator(f'[data-section="{name}"] li').count() <= 3

@@ -1,4 +1,4 @@
-"""Django settings of the homepage example: a project with no database, no apps, no middleware.
+"""Django settings of the homepage example: no database, no apps, one middleware (sessions).
 
 The homepage's own settings are ordinary Django settings, each defaulting
 to the environment variable the FastAPI app reads (see
@@ -17,13 +17,21 @@ _ENV = Settings.from_env(os.environ)  # parses and validates the environment onc
 # -- Django ---------------------------------------------------------------
 
 DEBUG = False
-# No sessions, no signed cookies: a per-process key is enough unless one is given.
-SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY") or secrets.token_urlsafe(50)
+# Signs the session cookie: give one (DJANGO_SECRET_KEY, or the FastAPI app's
+# BATCHPAGE_SESSION_SECRET) for several workers or restarts; else per process.
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY") or _ENV.session_secret or secrets.token_urlsafe(50)
 # Served on loopback by default; list other host names when serving them.
 ALLOWED_HOSTS = os.environ.get("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]").split(",")
 ROOT_URLCONF = "examples.django_app.urls"
 INSTALLED_APPS: list[str] = []
-MIDDLEWARE: list[str] = []
+# The demo sign-in: Django's own session, kept in a signed cookie (no database).
+MIDDLEWARE: list[str] = ["django.contrib.sessions.middleware.SessionMiddleware"]
+SESSION_ENGINE = "django.contrib.sessions.backends.signed_cookies"
+SESSION_COOKIE_NAME = "batchpage_session"
+SESSION_COOKIE_AGE = _ENV.session_max_age
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+SESSION_COOKIE_SECURE = _ENV.session_secure
 DATABASES: dict[str, dict[str, str]] = {}
 USE_TZ = True
 TIME_ZONE = "UTC"

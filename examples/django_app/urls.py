@@ -7,13 +7,14 @@ from django.urls import path  # type: ignore[import-untyped]  # Django ships no 
 from batchpage.contrib.django import error_view
 
 from . import views
-from .views import get_only
+from .views import get_only, methods
 
 urlpatterns = [
     path("", get_only(views.demo)),
     path("homepage", get_only(views.homepage)),
     path("homepage/stream", get_only(views.homepage_stream)),
     path("rollout", get_only(views.rollout)),
+    path("session", methods(GET=views.who, POST=views.sign_in, DELETE=views.sign_out)),
     path("products/featured", get_only(views.legacy_view("featuredProducts"))),
     path("products/new-arrivals", get_only(views.legacy_view("newArrivals"))),
     path("stores/featured", get_only(views.legacy_view("featuredStores"))),

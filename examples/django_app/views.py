@@ -15,15 +15,22 @@ from django.http import (  # type: ignore[import-untyped]  # Django ships no typ
     HttpResponse,
 )
 
+from batchpage import InvalidParameter
 from batchpage.contrib.django import (
     lifespan_state,
     page_response,
-    rollout_response,
     stream_response,
     to_response,
 )
-from batchpage.contrib.http import http_error_reply
+from batchpage.contrib.http import error_reply, http_error_reply
 from examples.service.lifetime import Homepage
+from examples.service.request import (
+    SESSION_KEY,
+    rollout_reply,
+    session_reply,
+    session_user,
+    sign_in_request,
+)
 
 DEMO_PAGE = Path(__file__).resolve().parent.parent / "demo" / "index.html"
 
@@ -32,14 +39,30 @@ View = Callable[[HttpRequest], Awaitable[Any]]
 
 def get_only(view: View) -> View:
     """Answer 405 to anything but GET, as the FastAPI routes do (and in the same JSON)."""
+    return methods(GET=view)
 
-    async def only_get(request: HttpRequest) -> Any:
-        if request.method != "GET":
-            return to_response(http_error_reply(405, allow="GET"))
+
+def methods(**views: View) -> View:
+    """One path, a view per method (``GET=..., POST=...``); 405 with ``Allow`` otherwise."""
+    allow = ", ".join(views)
+
+    async def dispatch(request: HttpRequest) -> Any:
+        view = views.get(request.method)
+        if view is None:
+            return to_response(http_error_reply(405, allow=allow))
         return await view(request)
 
-    only_get.__doc__ = view.__doc__
-    return only_get
+    dispatch.__doc__ = next(iter(views.values())).__doc__
+    return dispatch
+
+
+def current_user(request: HttpRequest) -> str | None:
+    """The signed-in user: Django's signed-cookie session's, else ``None`` (anonymous).
+
+    A tampered or expired cookie loads as an empty session: anonymous. A
+    ``userId`` in the query is never an identity.
+    """
+    return session_user(request.session)
 
 
 def _homepage(request: HttpRequest) -> Homepage:
@@ -48,25 +71,53 @@ def _homepage(request: HttpRequest) -> Homepage:
 
 
 async def homepage(request: HttpRequest) -> HttpResponse:
-    """The whole homepage in one response."""
-    return await page_response(_homepage(request).endpoint, request)
+    """The whole homepage in one response, for the signed-in user."""
+    return await page_response(_homepage(request).endpoint, request, user_id=current_user(request))
 
 
 async def homepage_stream(request: HttpRequest) -> Any:
     """The homepage as NDJSON, each section as soon as it is ready."""
-    return stream_response(_homepage(request).endpoint, request)
+    return await stream_response(
+        _homepage(request).endpoint, request, user_id=current_user(request)
+    )
 
 
 async def rollout(request: HttpRequest) -> HttpResponse:
-    """Whether this user should call /homepage or the legacy endpoints."""
-    return rollout_response(_homepage(request).rollout, request)
+    """Whether the signed-in user should call /homepage or the legacy endpoints."""
+    reply = rollout_reply(_homepage(request).rollout, current_user(request), _query(request))
+    return to_response(reply)
+
+
+async def who(request: HttpRequest) -> HttpResponse:
+    """Who is signed in: ``{"userId": ...}`` (``null``: anonymous)."""
+    return to_response(session_reply(current_user(request)))
+
+
+async def sign_in(request: HttpRequest) -> HttpResponse:
+    """Demo sign-in: ``{"userId": "..."}`` sets the signed session cookie."""
+    try:
+        user = sign_in_request(request.body)
+    except InvalidParameter as error:
+        return to_response(error_reply(error))
+    request.session.flush()
+    request.session[SESSION_KEY] = user
+    return to_response(session_reply(user))
+
+
+async def sign_out(request: HttpRequest) -> HttpResponse:
+    """Sign out: the session cookie is cleared."""
+    request.session.flush()
+    return to_response(session_reply(None))
 
 
 def legacy_view(name: str) -> View:
     """The view of one legacy endpoint."""
 
     async def legacy(request: HttpRequest) -> HttpResponse:
-        return to_response(await _homepage(request).legacy(name, _query(request)))
+        reply = await _homepage(request).legacy(
+            name, _query(request), user_id=current_user(request)
+        )
+        return to_response(reply)
 
     legacy.__doc__ = f"Legacy: the {name} section alone."
     view: View = legacy
@@ -75,7 +126,8 @@ def legacy_view(name: str) -> View:
 
 async def offers(request: HttpRequest) -> HttpResponse:
     """Legacy: featured offers (featured=true) or flash sales (flashSale=true)."""
-    return to_response(await _homepage(request).legacy(None, _query(request)))
+    reply = await _homepage(request).legacy(None, _query(request), user_id=current_user(request))
+    return to_response(reply)
 
 
 async def demo(request: HttpRequest) -> HttpResponse:

@@ -20,7 +20,9 @@ route                               answer
 ``GET /events/featured``            legacy
 ``GET /offers?featured=true``       legacy
 ``GET /offers?flashSale=true``      legacy
-``GET /rollout?userId=...``         ``{"userId", "useBatch", "percentage", "enabled"}``
+``GET /rollout``                    ``{"userId", "useBatch", "percentage", "enabled"}``
+``GET|POST|DELETE /session``        who is signed in; demo sign-in ``{"userId"}``
+                                    (a signed, HttpOnly cookie); sign-out
 ``GET /``                           the demo page (``examples/demo/index.html``)
 ``GET /bench/bare``                 only with ``BATCHPAGE_BENCH_BARE=1``: see below
 ``GET /debug/vitals``               only with ``BATCHPAGE_DEBUG_VITALS=1``: this
@@ -43,23 +45,31 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TypedDict
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse
 from starlette.exceptions import HTTPException
+from starlette.middleware.sessions import SessionMiddleware
 from starlette.responses import Response
 
+from batchpage import InvalidParameter
 from batchpage.contrib.fastapi import (
     http_error_response,
     page_response,
-    rollout_response,
     stream_response,
     to_response,
 )
-from batchpage.contrib.http import json_reply
+from batchpage.contrib.http import error_reply, json_reply
 from examples.fastapi_app import openapi
 from examples.service.legacy import PATHS
 from examples.service.lifetime import Homepage, running
-from examples.service.settings import Settings
+from examples.service.request import (
+    SESSION_KEY,
+    rollout_reply,
+    session_reply,
+    session_user,
+    sign_in_request,
+)
+from examples.service.settings import Settings, session_secret
 from examples.service.vitals import VITALS_ENV, vitals
 
 DEMO_PAGE = Path(__file__).resolve().parent.parent / "demo" / "index.html"
@@ -73,6 +83,22 @@ class State(TypedDict):
 def _homepage(request: Request) -> Homepage:
     homepage: Homepage = request.state.homepage
     return homepage
+
+
+async def current_user(request: Request) -> str | None:
+    """The signed-in user: the signed session cookie's, else ``None`` (anonymous).
+
+    ``async``, so FastAPI calls it on the event loop, not in a worker thread.
+
+    Starlette's ``SessionMiddleware`` verifies the cookie's signature and age:
+    a tampered or expired cookie is an empty session, so anonymous. This is
+    the app's identity hook; a real service would read its own session or
+    token here. A ``userId`` in the query is never an identity.
+    """
+    return session_user(request.session)
+
+
+User = Depends(current_user)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -94,29 +120,61 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redirect_slashes=False,
         exception_handlers={HTTPException: http_error_response},
     )
+    # A signed (not encrypted), HttpOnly, SameSite=Lax cookie holding the user id.
+    app.add_middleware(
+        SessionMiddleware,
+        secret_key=session_secret(settings),
+        session_cookie="batchpage_session",
+        max_age=settings.session_max_age,
+        same_site="lax",
+        https_only=settings.session_secure,
+    )
 
     @app.get("/homepage", **openapi.HOMEPAGE)
-    async def homepage(request: Request) -> Response:
-        """The whole homepage in one response."""
-        return await page_response(_homepage(request).endpoint, request)
+    async def homepage(request: Request, user: str | None = User) -> Response:
+        """The whole homepage in one response, for the signed-in user."""
+        return await page_response(_homepage(request).endpoint, request, user_id=user)
 
     @app.get("/homepage/stream", **openapi.STREAM)
-    async def homepage_stream(request: Request) -> Response:
+    async def homepage_stream(request: Request, user: str | None = User) -> Response:
         """The homepage as NDJSON, each section as soon as it is ready."""
-        return stream_response(_homepage(request).endpoint, request)
+        return await stream_response(_homepage(request).endpoint, request, user_id=user)
 
     @app.get("/rollout", **openapi.ROLLOUT)
-    async def rollout(request: Request) -> Response:
-        """Whether this user should call /homepage or the legacy endpoints."""
-        return rollout_response(_homepage(request).rollout, request)
+    async def rollout(request: Request, user: str | None = User) -> Response:
+        """Whether the signed-in user should call /homepage or the legacy endpoints."""
+        query = request.scope.get("query_string", b"")
+        return to_response(rollout_reply(_homepage(request).rollout, user, query))
+
+    @app.get("/session", **openapi.SESSION)
+    async def who(user: str | None = User) -> Response:
+        """Who is signed in: ``{"userId": ...}`` (``null``: anonymous)."""
+        return to_response(session_reply(user))
+
+    @app.post("/session", **openapi.SIGN_IN)
+    async def sign_in(request: Request) -> Response:
+        """Demo sign-in: ``{"userId": "..."}`` sets the signed session cookie."""
+        try:
+            user = sign_in_request(await request.body())
+        except InvalidParameter as error:
+            return to_response(error_reply(error))
+        request.session.clear()
+        request.session[SESSION_KEY] = user
+        return to_response(session_reply(user))
+
+    @app.delete("/session", **openapi.SESSION)
+    async def sign_out(request: Request) -> Response:
+        """Sign out: the session cookie is cleared."""
+        request.session.clear()
+        return to_response(session_reply(None))
 
     for name, path in PATHS.items():
         app.add_api_route(path, _legacy_route(name), methods=["GET"], name=name, **openapi.LEGACY)
 
     @app.get("/offers", **openapi.OFFERS)
-    async def offers(request: Request) -> Response:
+    async def offers(request: Request, user: str | None = User) -> Response:
         """Legacy: featured offers (featured=true) or flash sales (flashSale=true)."""
-        return await _legacy(request, None)
+        return await _legacy(request, None, user)
 
     @app.get("/", response_class=HTMLResponse)
     async def demo() -> Response:
@@ -146,14 +204,14 @@ def _add_bench_bare(app: FastAPI) -> None:
         return Response(body[0], media_type="application/json")
 
 
-async def _legacy(request: Request, name: str | None) -> Response:
-    reply = await _homepage(request).legacy(name, request.scope.get("query_string", b""))
-    return to_response(reply)
+async def _legacy(request: Request, name: str | None, user: str | None) -> Response:
+    query = request.scope.get("query_string", b"")
+    return to_response(await _homepage(request).legacy(name, query, user_id=user))
 
 
-def _legacy_route(name: str) -> Callable[[Request], Awaitable[Response]]:
-    async def legacy(request: Request) -> Response:
-        return await _legacy(request, name)
+def _legacy_route(name: str) -> Callable[..., Awaitable[Response]]:
+    async def legacy(request: Request, user: str | None = User) -> Response:
+        return await _legacy(request, name, user)
 
     legacy.__doc__ = f"Legacy: the {name} section alone."
     return legacy

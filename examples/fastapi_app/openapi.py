@@ -13,8 +13,10 @@ from typing import Any, Final
 
 from starlette.responses import Response
 
-from batchpage.contrib.http import DEFAULT_LIMIT, JSON, MAX_LIMIT, MAX_USER_ID_LENGTH, NDJSON
-from examples.homepage.sources import SECTION_NAMES
+from batchpage.contrib.http import JSON, NDJSON
+from examples.homepage.queries import MAX_LIMIT
+from examples.homepage.sources import DEFAULT_LIMIT, SECTION_NAMES
+from examples.service.request import MAX_USER_ID_LENGTH
 
 Schema = dict[str, Any]
 
@@ -35,16 +37,18 @@ SECTIONS: Final = _query(
     style="form",
     explode=False,
 )
-USER_ID: Final = _query(
-    "userId",
-    "the user; anonymous when missing",
-    {
-        "type": "string",
-        "pattern": "^[A-Za-z0-9_.@-]*$",
-        "minLength": 1,
-        "maxLength": MAX_USER_ID_LENGTH,
-    },
-)
+USER_ID: Final[Schema] = {
+    "type": "string",
+    "pattern": "^[A-Za-z0-9_.@-]*$",
+    "minLength": 1,
+    "maxLength": MAX_USER_ID_LENGTH,
+}
+SESSION_COOKIE: Final = {
+    "name": "batchpage_session",
+    "in": "cookie",
+    "description": "the signed session of POST /session; anonymous without it",
+    "schema": {"type": "string"},
+}
 IF_NONE_MATCH: Final = {
     "name": "If-None-Match",
     "in": "header",
@@ -109,7 +113,7 @@ def _route(parameters: list[Schema], responses: dict[int, Schema]) -> dict[str, 
 
 
 HOMEPAGE: Final = _route(
-    [LIMIT, SECTIONS, USER_ID, IF_NONE_MATCH],
+    [LIMIT, SECTIONS, SESSION_COOKIE, IF_NONE_MATCH],
     {
         200: {"description": "the page", "content": _content(JSON, PAGE)},
         304: {"description": "the page has the ETag of If-None-Match"},
@@ -118,7 +122,7 @@ HOMEPAGE: Final = _route(
     },
 )
 STREAM: Final = _route(
-    [LIMIT, SECTIONS, USER_ID],
+    [LIMIT, SECTIONS, SESSION_COOKIE],
     {
         200: {
             "description": "one JSON line per section as it completes, then the page's status",
@@ -132,12 +136,32 @@ _LEGACY_ANSWERS: Final = {
     **_BAD_INPUT,
     503: {"description": "the query failed", "content": _content(JSON, LEGACY_UNAVAILABLE)},
 }
-LEGACY: Final = _route([LIMIT, USER_ID], _LEGACY_ANSWERS)
-OFFERS: Final = _route([_flag("featured"), _flag("flashSale"), LIMIT, USER_ID], _LEGACY_ANSWERS)
+LEGACY: Final = _route([LIMIT, SESSION_COOKIE], _LEGACY_ANSWERS)
+OFFERS: Final = _route(
+    [_flag("featured"), _flag("flashSale"), LIMIT, SESSION_COOKIE], _LEGACY_ANSWERS
+)
 ROLLOUT: Final = _route(
-    [USER_ID],
+    [SESSION_COOKIE],
+    {200: {"description": "the path this user takes", "content": _content(JSON, ROLLOUT_ANSWER)}},
+)
+SESSION_ANSWER: Final = _object("userId", userId={"type": ["string", "null"]})
+SESSION: Final = _route(
+    [SESSION_COOKIE],
+    {200: {"description": "who is signed in", "content": _content(JSON, SESSION_ANSWER)}},
+)
+SIGN_IN: Final = _route(
+    [],
     {
-        200: {"description": "the path this user takes", "content": _content(JSON, ROLLOUT_ANSWER)},
+        200: {"description": "signed in", "content": _content(JSON, SESSION_ANSWER)},
         **_BAD_INPUT,
     },
-)
+) | {
+    "openapi_extra": {
+        "requestBody": {
+            "required": True,
+            "content": _content(
+                JSON, _object("userId", userId=USER_ID) | {"additionalProperties": False}
+            ),
+        }
+    }
+}

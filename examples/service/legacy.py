@@ -2,8 +2,8 @@
 
 They stay for the rollout (users not yet on the batch page call them) and
 for comparison. Each answers ``{"data": [...]}`` with the same query and the
-same validation (``limit``, ``userId``) as the batch page, so both apps'
-legacy endpoints answer alike.
+same validation (``limit``) and the same signed-in user as the batch page,
+so both apps' legacy endpoints answer alike.
 
 ``/offers`` serves two of them, chosen by ``featured=true`` or
 ``flashSale=true`` (exactly one).
@@ -16,17 +16,12 @@ from collections.abc import Mapping
 
 import anyio
 
-from batchpage.contrib.http import (
-    Reply,
-    RequestError,
-    error_reply,
-    json_reply,
-    parse_limit,
-    parse_query,
-    parse_user_id,
-)
+from batchpage import InvalidParameter
+from batchpage.contrib.http import Reply, error_reply, json_reply, parse_query
 from examples.homepage.mongo import Database
 from examples.homepage.sources import LegacyQuery
+
+from .request import LIMIT
 
 logger = logging.getLogger("examples.service")
 
@@ -47,11 +42,11 @@ def offers_section(params: Mapping[str, str]) -> str:
     featured = params.get("featured")
     flash = params.get("flashSale")
     if featured is not None and featured != "true":
-        raise RequestError("featured", _OFFERS)
+        raise InvalidParameter("featured", _OFFERS)
     if flash is not None and flash != "true":
-        raise RequestError("flashSale", _OFFERS)
+        raise InvalidParameter("flashSale", _OFFERS)
     if (featured is None) == (flash is None):
-        raise RequestError("featured", _OFFERS)
+        raise InvalidParameter("featured", _OFFERS)
     return "featuredOffers" if featured else "flashSales"
 
 
@@ -61,16 +56,16 @@ async def legacy_reply(
     name: str | None,
     query: str | bytes,
     *,
+    user_id: str | None,
     time_limit: float,
 ) -> Reply:
-    """Answer one legacy call; ``name=None`` is ``/offers``, chosen by its query."""
+    """Answer one legacy call for ``user_id``; ``name=None`` is ``/offers``, chosen by its query."""
     try:
         params = parse_query(query)
         if name is None:
             name = offers_section(params)
-        limit = parse_limit(params.get("limit"))
-        user_id = parse_user_id(params.get("userId"))
-    except RequestError as error:
+        limit = LIMIT.value(params)
+    except InvalidParameter as error:
         return error_reply(error)
     try:
         with anyio.fail_after(time_limit):
@@ -82,9 +77,10 @@ async def legacy_reply(
         logger.exception("legacy %s: the query failed", name)
         return _unavailable(name, "SOURCE_ERROR", "the source failed")
     personal = name == "featuredProducts" and user_id is not None
-    return json_reply(
+    reply = json_reply(
         200, {"data": data}, cache_control="private, no-store" if personal else _PUBLIC
     )
+    return Reply(reply.status, (*reply.headers, ("Vary", "Cookie")), reply.body)
 
 
 def _unavailable(name: str, code: str, message: str) -> Reply:

@@ -33,6 +33,7 @@ from examples.homepage.sources import (
 
 from .faults import apply_faults, parse_faults
 from .legacy import legacy_reply
+from .request import HOMEPAGE_PARAMS
 from .rollout_feed import RolloutFeed
 from .settings import Settings
 
@@ -53,10 +54,10 @@ class Homepage:
     rollout: Rollout
     legacy_queries: Mapping[str, LegacyQuery]
 
-    async def legacy(self, name: str | None, query: str | bytes) -> Reply:
-        """A legacy endpoint's reply (``name=None``: ``/offers``)."""
+    async def legacy(self, name: str | None, query: str | bytes, *, user_id: str | None) -> Reply:
+        """A legacy endpoint's reply for the signed-in ``user_id`` (``name=None``: ``/offers``)."""
         return await legacy_reply(
-            self.db, self.legacy_queries, name, query, time_limit=LEGACY_TIMEOUT
+            self.db, self.legacy_queries, name, query, user_id=user_id, time_limit=LEGACY_TIMEOUT
         )
 
 
@@ -99,7 +100,7 @@ async def running(settings: Settings) -> AsyncIterator[Homepage]:
             settings=settings,
             db=db,
             aggregator=aggregator,
-            endpoint=PageEndpoint(aggregator),
+            endpoint=PageEndpoint(aggregator, params=HOMEPAGE_PARAMS),
             rollout=rollout,
             legacy_queries=legacy_queries(now=clock),
         )

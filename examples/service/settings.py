@@ -20,17 +20,25 @@ environment variable               default               meaning
 ``BATCHPAGE_ROLLOUT_POLL``         ``2``                 seconds between two reads of that key
 ``BATCHPAGE_EXAMPLE_FAULTS``       (none)                test hook: see :mod:`.faults`
 ``BATCHPAGE_EXAMPLE_NOW``          (the real clock)      ISO-8601 "now" for seeding and flash sales
+``BATCHPAGE_SESSION_SECRET``       (random per process)  the key signing session cookies; set it
+                                                         for several workers or restarts
+``BATCHPAGE_SESSION_MAX_AGE``      ``1209600``           seconds a sign-in lasts (14 days)
+``BATCHPAGE_SESSION_SECURE``       ``0``                 ``1``: the cookie only over HTTPS
 =================================  ====================  ==========================================
 """
 
 from __future__ import annotations
 
+import logging
 import math
+import secrets
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Final
 
 import attrs
+
+logger = logging.getLogger("examples.service")
 
 DEFAULT_ROLLOUT_KEY: Final = "batchpage:rollout:homepage"
 
@@ -59,6 +67,11 @@ def _check_products(_: object, __: attrs.Attribute[int], value: int) -> None:
         raise SettingsError(f"products must be a positive integer, got {value!r}")
 
 
+def _check_max_age(_: object, __: attrs.Attribute[int], value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise SettingsError(f"session_max_age must be a positive number of seconds, got {value!r}")
+
+
 def _check_now(_: object, __: attrs.Attribute[datetime | None], value: datetime | None) -> None:
     if value is not None and (not isinstance(value, datetime) or value.tzinfo is None):
         raise SettingsError(f"now must be a timezone-aware datetime, got {value!r}")
@@ -81,6 +94,11 @@ class Settings:
     rollout_poll: float = attrs.field(default=2.0, validator=_positive("rollout_poll"))
     faults: str = ""  #: see :mod:`examples.service.faults`; empty = none
     now: datetime | None = attrs.field(default=None, validator=_check_now)
+    #: Signs the session cookie; ``None``: a random key per process (sign-ins
+    #: then last until a restart and hold on one worker only).
+    session_secret: str | None = None
+    session_max_age: int = attrs.field(default=14 * 24 * 3600, validator=_check_max_age)
+    session_secure: bool = False  #: send the cookie over HTTPS only
 
     @property
     def embedded(self) -> bool:
@@ -134,6 +152,9 @@ class Settings:
             rollout_poll=number("BATCHPAGE_ROLLOUT_POLL", 2.0),
             faults=text("BATCHPAGE_EXAMPLE_FAULTS") or "",
             now=parse_now(text("BATCHPAGE_EXAMPLE_NOW")),
+            session_secret=text("BATCHPAGE_SESSION_SECRET"),
+            session_max_age=integer("BATCHPAGE_SESSION_MAX_AGE", 14 * 24 * 3600),
+            session_secure=(text("BATCHPAGE_SESSION_SECURE") or "0") in {"1", "true", "yes"},
         )
 
 
@@ -146,3 +167,18 @@ def parse_now(raw: str | None) -> datetime | None:
     except ValueError:
         raise SettingsError(f"BATCHPAGE_EXAMPLE_NOW must be ISO-8601, got {raw!r}") from None
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def session_secret(settings: Settings) -> str:
+    """The key that signs session cookies: the configured one, else a random one.
+
+    A random key lasts as long as the process: sign-ins are lost on restart
+    and valid on one worker only, so a warning says to set one.
+    """
+    if settings.session_secret:
+        return settings.session_secret
+    logger.warning(
+        "BATCHPAGE_SESSION_SECRET is not set: session cookies are signed with a random key "
+        "of this process (sign-ins end on restart and hold on this worker only)"
+    )
+    return secrets.token_urlsafe(32)

@@ -16,6 +16,7 @@ from ._errors import (
     BatchpageError,
     ErrorCode,
     InvalidationIncomplete,
+    InvalidParameter,
     SectionError,
     UnknownSectionError,
 )
@@ -50,6 +51,7 @@ __all__ = [
     "Executor",
     "ExecutorStats",
     "Freshness",
+    "InvalidParameter",
     "InvalidationIncomplete",
     "JsonSerializer",
     "KeyBuilder",

@@ -5,6 +5,7 @@ The exception tree::
     BatchpageError
     ├── AggregatorNotRunning      (RuntimeError: fetch outside ``async with``)
     ├── InvalidationIncomplete    (RuntimeError: a cache layer missed an invalidation)
+    ├── InvalidParameter          (ValueError: a request's parameter is malformed: HTTP 400)
     └── UnknownSectionError       (ValueError: a requested section is not defined)
 
 A *section* failure is never raised: it becomes a :class:`SectionError` in the
@@ -70,3 +71,21 @@ class UnknownSectionError(BatchpageError, ValueError):
     def __init__(self, names: list[str]) -> None:
         self.names = names
         super().__init__(f"unknown section(s): {', '.join(names)}")
+
+
+class InvalidParameter(BatchpageError, ValueError):
+    """A request's parameter is missing, malformed or out of range (HTTP ``400``).
+
+    ``field`` is the parameter's wire name; ``message`` is safe to show and
+    never echoes the offending value. Raised by the parsers of
+    :mod:`batchpage.contrib.http` (and by an application's own).
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        self.message = message
+        super().__init__(f"{field}: {message}")
+
+    def to_dict(self) -> dict[str, dict[str, str]]:
+        """The error body: ``{"error": {"field": ..., "message": ...}}``."""
+        return {"error": {"field": self.field, "message": self.message}}

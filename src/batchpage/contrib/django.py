@@ -4,7 +4,11 @@ Thin wrappers over :mod:`batchpage.contrib.http`, which does the parsing,
 headers and streaming, so a Django view answers exactly as the FastAPI one::
 
     async def homepage(request: HttpRequest) -> HttpResponseBase:
-        return await page_response(lifespan_state(request).endpoint, request)
+        user = request.session.get("userId")  # your own authentication: request.user, ...
+        return await page_response(lifespan_state(request).endpoint, request, user_id=user)
+
+Who the user is comes from the application (Django's session or
+``request.user``); a query parameter is never an identity.
 
 The aggregator owns background tasks and must outlive requests; Django's
 ASGI handler refuses the ``lifespan`` protocol that would give it a
@@ -38,16 +42,14 @@ from django.http import (  # type: ignore[import-untyped]
     StreamingHttpResponse,
 )
 
-from batchpage import PageResult, Rollout
+from batchpage import InvalidParameter, PageResult
 from batchpage.contrib.http import (
     PageEndpoint,
     PageRequest,
     Reply,
-    RequestError,
     StreamReply,
     error_reply,
     http_error_reply,
-    rollout_reply,
 )
 
 __all__ = [
@@ -57,7 +59,6 @@ __all__ = [
     "lifespan_state",
     "page_response",
     "render_page",
-    "rollout_response",
     "stream_response",
     "to_response",
     "to_streaming_response",
@@ -133,9 +134,13 @@ def _if_none_match(request: HttpRequest) -> str | None:
     return value
 
 
-async def page_response(endpoint: PageEndpoint, request: HttpRequest) -> HttpResponse:
-    """The whole page view: validate the query, fetch, answer 200/304/400/503."""
-    reply = await endpoint.respond(_query(request), if_none_match=_if_none_match(request))
+async def page_response(
+    endpoint: PageEndpoint, request: HttpRequest, *, user_id: str | None = None
+) -> HttpResponse:
+    """The whole page view for ``user_id``: validate, fetch, answer 200/304/400/503."""
+    reply = await endpoint.respond(
+        _query(request), user_id=user_id, if_none_match=_if_none_match(request)
+    )
     return to_response(reply)
 
 
@@ -146,19 +151,17 @@ def render_page(
     return to_response(endpoint.render(page, page_request, if_none_match=_if_none_match(request)))
 
 
-def stream_response(
-    endpoint: PageEndpoint, request: HttpRequest
+async def stream_response(
+    endpoint: PageEndpoint, request: HttpRequest, *, user_id: str | None = None
 ) -> HttpResponse | ClosingStreamingHttpResponse:
-    """The streaming view: NDJSON, one line per section as it completes (or a 400)."""
-    reply = endpoint.open_stream(_query(request))
+    """The streaming view for ``user_id``: NDJSON, a line per section as it completes.
+
+    Awaited, like :func:`page_response` (a 400 is answered before any section).
+    """
+    reply = endpoint.open_stream(_query(request), user_id=user_id)
     if isinstance(reply, StreamReply):
         return to_streaming_response(reply)
     return to_response(reply)
-
-
-def rollout_response(rollout: Rollout, request: HttpRequest) -> HttpResponse:
-    """``GET /rollout?userId=...``: whether this user should use the batch page."""
-    return to_response(rollout_reply(rollout, _query(request)))
 
 
 def error_view(status: int) -> Callable[..., HttpResponse]:
@@ -222,7 +225,7 @@ class Lifespan:
             return
         if scope["type"] == "http" and not _is_utf8(scope.get("query_string", b"")):
             # Django refuses it before any view, with an empty text/html 400.
-            error = RequestError("query", "the query string must be ASCII")
+            error = InvalidParameter("query", "the query string must be ASCII")
             await _send_reply(send, error_reply(error))
             return
         if self._state is not None and scope["type"] == "http":

@@ -4,11 +4,18 @@ Thin wrappers over :mod:`batchpage.contrib.http`, which does the parsing,
 headers and streaming; importing this module needs Starlette (FastAPI's
 base), nothing else::
 
-    endpoint = PageEndpoint(aggregator)
+    endpoint = PageEndpoint(aggregator, params=[Param("limit", integer(1, 50), default=10)])
 
     @app.get("/homepage")
-    async def homepage(request: Request) -> Response:
-        return await page_response(endpoint, request)
+    async def homepage(request: Request, user: str | None = Depends(current_user)) -> Response:
+        return await page_response(endpoint, request, user_id=user)
+
+    @app.get("/homepage/stream")
+    async def stream(request: Request, user: str | None = Depends(current_user)) -> Response:
+        return await stream_response(endpoint, request, user_id=user)
+
+Who the user is comes from the application (``current_user`` above is your
+own dependency: a session, a token); a query parameter is never an identity.
 """
 
 from __future__ import annotations
@@ -21,14 +28,13 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from batchpage import PageResult, Rollout
+from batchpage import PageResult
 from batchpage.contrib.http import (
     PageEndpoint,
     PageRequest,
     Reply,
     StreamReply,
     http_error_reply,
-    rollout_reply,
 )
 
 __all__ = [
@@ -36,7 +42,6 @@ __all__ = [
     "http_error_response",
     "page_response",
     "render_page",
-    "rollout_response",
     "stream_response",
     "to_response",
     "to_streaming_response",
@@ -84,9 +89,13 @@ def _if_none_match(request: Request) -> str | None:
     return ", ".join(values) if values else None
 
 
-async def page_response(endpoint: PageEndpoint, request: Request) -> Response:
-    """The whole page handler: validate the query, fetch, answer 200/304/400/503."""
-    reply = await endpoint.respond(_query(request), if_none_match=_if_none_match(request))
+async def page_response(
+    endpoint: PageEndpoint, request: Request, *, user_id: str | None = None
+) -> Response:
+    """The whole page handler for ``user_id``: validate, fetch, answer 200/304/400/503."""
+    reply = await endpoint.respond(
+        _query(request), user_id=user_id, if_none_match=_if_none_match(request)
+    )
     return to_response(reply)
 
 
@@ -98,9 +107,14 @@ def render_page(
     return to_response(reply)
 
 
-def stream_response(endpoint: PageEndpoint, request: Request) -> Response:
-    """The streaming handler: NDJSON, one line per section as it completes (or a 400)."""
-    reply = endpoint.open_stream(_query(request))
+async def stream_response(
+    endpoint: PageEndpoint, request: Request, *, user_id: str | None = None
+) -> Response:
+    """The streaming handler for ``user_id``: NDJSON, a line per section as it completes.
+
+    Awaited, like :func:`page_response` (a 400 is answered before any section).
+    """
+    reply = endpoint.open_stream(_query(request), user_id=user_id)
     if isinstance(reply, StreamReply):
         return to_streaming_response(reply)
     return to_response(reply)
@@ -117,8 +131,3 @@ async def http_error_response(request: Request, exc: Exception) -> Response:
         raise TypeError(f"http_error_response handles HTTPException, not {exc!r}")
     allow = (exc.headers or {}).get("Allow")
     return to_response(http_error_reply(exc.status_code, allow=allow))
-
-
-def rollout_response(rollout: Rollout, request: Request) -> Response:
-    """``GET /rollout?userId=...``: whether this user should use the batch page."""
-    return to_response(rollout_reply(rollout, _query(request)))

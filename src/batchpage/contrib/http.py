@@ -3,13 +3,19 @@
 Everything a web framework would make each user rewrite lives here, so that
 the FastAPI and Django adapters are a few lines each and answer identically:
 
-* the query (``limit``, ``sections``, ``userId``) is parsed and validated
-  before anything of it reaches a cache key or a source; bad input is a
-  :class:`RequestError`, answered ``400`` with ``{"error": {"field", "message"}}``,
-  the shape of every 4xx (:func:`http_error_reply`: no route, a wrong method);
+* the query is parsed and validated against the parameters the application
+  declares (:class:`Param`: its wire name, its parser, its default), and
+  ``sections=``, before anything of it reaches a cache key or a source; bad
+  input is an :class:`~batchpage.InvalidParameter`, answered ``400`` with
+  ``{"error": {"field", "message"}}``, the shape of every 4xx
+  (:func:`http_error_reply`: no route, a wrong method);
+* who the user is comes from the application (its authentication: a FastAPI
+  dependency, Django's session), passed in as ``user_id``; never from the
+  query;
 * ``Cache-Control``: anonymous pages are ``public`` with
   ``stale-while-revalidate`` (a CDN may keep them); personal pages are
-  ``private, no-store``; a 503 is ``no-store`` with ``Retry-After``;
+  ``private, no-store``; every page ``Vary``s on what identifies the user
+  (``Cookie`` by default); a 503 is ``no-store`` with ``Retry-After``;
 * ``ETag`` hashes the page's content (sections and errors, not the metadata
   that changes on every request), and ``If-None-Match`` gives ``304``;
 * ``Server-Timing`` has one entry per section and the total;
@@ -25,7 +31,7 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import AsyncGenerator, Iterable
+from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from typing import Any, Final
 from urllib.parse import parse_qsl
 
@@ -33,71 +39,46 @@ import attrs
 
 from batchpage import (
     Aggregator,
-    BatchpageError,
+    InvalidParameter,
     PageResult,
     RequestContext,
-    Rollout,
     Scope,
     SectionResult,
 )
 
 __all__ = [
-    "DEFAULT_LIMIT",
     "JSON",
-    "MAX_LIMIT",
-    "MAX_USER_ID_LENGTH",
     "NDJSON",
     "PageEndpoint",
     "PageRequest",
+    "Param",
     "Reply",
-    "RequestError",
     "StreamReply",
+    "boolean",
     "error_reply",
     "http_error_reply",
     "if_none_match_matches",
+    "integer",
     "json_reply",
+    "one_of",
     "page_etag",
-    "parse_limit",
     "parse_query",
     "parse_sections",
-    "parse_user_id",
-    "rollout_reply",
     "server_timing",
+    "text",
 ]
 
-DEFAULT_LIMIT: Final = 10
-MAX_LIMIT: Final = 50
-MAX_USER_ID_LENGTH: Final = 128
 JSON: Final = "application/json"
 NDJSON: Final = "application/x-ndjson"
 
 #: More fields than this is not a page request; parsing stops early.
 _MAX_FIELDS = 16
-_LIMIT = re.compile(r"[1-9][0-9]{0,2}")  # canonical: no sign, no leading zero, no '1.0'
-_USER_ID = re.compile(r"[A-Za-z0-9_.@-]+")
-_USER_ID_CHARS = "letters, digits, '_', '.', '@' and '-'"
+_INTEGER = re.compile(r"-?[1-9][0-9]{0,17}|0")  # canonical: no '+', no leading zero, no '1.0'
+_NAME = re.compile(r"[A-Za-z0-9_.@-]{1,32}")
 _NO_STORE = "no-store"
 _ETAG = re.compile(r'(?:W/)?"([^"]*)"')
 
 Headers = tuple[tuple[str, str], ...]
-
-
-class RequestError(BatchpageError, ValueError):
-    """A query parameter is missing, malformed or out of range: answered ``400``.
-
-    ``field`` is the parameter's wire name; ``message`` is safe to show and
-    never echoes the offending value.
-    """
-
-    status_code: Final = 400
-
-    def __init__(self, field: str, message: str) -> None:
-        self.field = field
-        self.message = message
-        super().__init__(f"{field}: {message}")
-
-    def to_dict(self) -> dict[str, dict[str, str]]:
-        return {"error": {"field": self.field, "message": self.message}}
 
 
 # -- replies ---------------------------------------------------------------
@@ -148,9 +129,9 @@ def json_reply(status: int, value: Any, *, cache_control: str = _NO_STORE) -> Re
     )
 
 
-def error_reply(error: RequestError) -> Reply:
+def error_reply(error: InvalidParameter) -> Reply:
     """The ``400`` answer to bad input: ``{"error": {"field": ..., "message": ...}}``."""
-    return json_reply(error.status_code, error.to_dict())
+    return json_reply(400, error.to_dict())
 
 
 #: What a 4xx that no page handler answered names: the path for a 404, the method for a 405.
@@ -189,7 +170,7 @@ def parse_query(query: str | bytes) -> dict[str, str]:
         try:
             query = query.decode("ascii")
         except UnicodeDecodeError:
-            raise RequestError("query", "the query string must be ASCII") from None
+            raise InvalidParameter("query", "the query string must be ASCII") from None
     try:
         pairs = parse_qsl(
             query,
@@ -199,44 +180,120 @@ def parse_query(query: str | bytes) -> dict[str, str]:
             max_num_fields=_MAX_FIELDS,
         )
     except UnicodeDecodeError:
-        raise RequestError("query", "the query string must be percent-encoded UTF-8") from None
+        raise InvalidParameter("query", "the query string must be percent-encoded UTF-8") from None
     except ValueError:
-        raise RequestError("query", f"at most {_MAX_FIELDS} parameters are allowed") from None
+        raise InvalidParameter("query", f"at most {_MAX_FIELDS} parameters are allowed") from None
     params: dict[str, str] = {}
     for name, value in pairs:
         if name in params:
-            field = name if _USER_ID.fullmatch(name) and len(name) <= 32 else "query"
-            raise RequestError(field, f"{field} must be given once")
+            field = name if _NAME.fullmatch(name) else "query"
+            raise InvalidParameter(field, f"{field} must be given once")
         params[name] = value
     return params
 
 
-def parse_limit(
-    value: str | None, *, default: int = DEFAULT_LIMIT, maximum: int = MAX_LIMIT
-) -> int:
-    """``limit``: missing gives ``default``; else a plain integer from 1 to ``maximum``."""
-    if value is None:
-        return default
-    if _LIMIT.fullmatch(value) is None or not 1 <= int(value) <= maximum:
-        raise RequestError("limit", f"limit must be an integer between 1 and {maximum}")
-    return int(value)
+# -- the application's parameters ---------------------------------------------
+
+Parser = Callable[[str], Any]
 
 
-def parse_user_id(value: str | None) -> str | None:
-    """``userId``: missing is anonymous; else 1 to 128 safe characters.
+def integer(minimum: int, maximum: int) -> Parser:
+    """A plain integer from ``minimum`` to ``maximum`` (no sign games, no ``1.0``)."""
+    if minimum > maximum:
+        raise ValueError(f"minimum must be at most maximum, got {minimum!r} > {maximum!r}")
 
-    The safe set (no ``:``, ``*``, spaces or control characters) keeps ids
-    readable in logs and cache keys; the cache escapes them anyway.
+    def parse(raw: str) -> int:
+        if _INTEGER.fullmatch(raw) is None or not minimum <= int(raw) <= maximum:
+            raise ValueError(f"must be an integer between {minimum} and {maximum}")
+        return int(raw)
+
+    return parse
+
+
+def one_of(*choices: str) -> Parser:
+    """One of a fixed set of words (a locale, a region, a variant)."""
+    if not choices:
+        raise ValueError("one_of needs at least one choice")
+    allowed = frozenset(choices)
+    listed = ", ".join(choices)
+
+    def parse(raw: str) -> str:
+        if raw not in allowed:
+            raise ValueError(f"must be one of: {listed}")
+        return raw
+
+    return parse
+
+
+def boolean() -> Parser:
+    """``true`` or ``false`` (a feature flag), as a ``bool``."""
+
+    def parse(raw: str) -> bool:
+        if raw == "true":
+            return True
+        if raw == "false":
+            return False
+        raise ValueError("must be true or false")
+
+    return parse
+
+
+def text(*, max_length: int = 64, pattern: str = r"[A-Za-z0-9_.,-]+") -> Parser:
+    """Free text of safe characters, at most ``max_length`` long (a search term, a tag)."""
+    compiled = re.compile(pattern)
+
+    def parse(raw: str) -> str:
+        if not raw or len(raw) > max_length or compiled.fullmatch(raw) is None:
+            raise ValueError(f"must be 1 to {max_length} characters matching {pattern}")
+        return raw
+
+    return parse
+
+
+_ABSENT: Final = object()
+
+
+@attrs.frozen
+class Param:
+    """A query parameter the application declares: its wire name, parser and default.
+
+    ``parse(raw)`` turns the query's text into the value sources receive in
+    ``RequestContext.params`` (and so in cache keys, typed); it raises
+    ``ValueError`` with a client-safe message, answered ``400`` naming the
+    field. A missing parameter takes ``default``; without one it is required.
+    ``key`` is its name in ``params`` (default: the wire name)::
+
+        Param("limit", integer(1, 50), default=10)
+        Param("locale", one_of("en", "fr", "de"), default="en")
     """
-    if value is None:
-        return None
-    if not value:
-        raise RequestError("userId", "userId must not be empty")
-    if len(value) > MAX_USER_ID_LENGTH:
-        raise RequestError("userId", f"userId must be at most {MAX_USER_ID_LENGTH} characters")
-    if _USER_ID.fullmatch(value) is None:
-        raise RequestError("userId", f"userId may hold only {_USER_ID_CHARS}")
-    return value
+
+    name: str = attrs.field()
+    parse: Parser
+    default: Any = _ABSENT
+    key: str = attrs.field()
+
+    @name.validator
+    def _check_name(self, _: attrs.Attribute[str], value: str) -> None:
+        if not isinstance(value, str) or _NAME.fullmatch(value) is None:
+            raise ValueError(
+                f"name must be 1 to 32 letters, digits, '_', '.', '@' or '-', got {value!r}"
+            )
+
+    @key.default
+    def _key(self) -> str:
+        return self.name
+
+    def value(self, query: dict[str, str]) -> Any:
+        """This parameter's value in a parsed query; ``InvalidParameter`` if it is bad."""
+        raw = query.get(self.name)
+        if raw is None:
+            if self.default is _ABSENT:
+                raise InvalidParameter(self.name, f"{self.name} is required")
+            return self.default
+        try:
+            return self.parse(raw)
+        except ValueError as exc:
+            raise InvalidParameter(self.name, f"{self.name} {exc}") from None
 
 
 def parse_sections(value: str | None, known: Iterable[str]) -> tuple[str, ...] | None:
@@ -248,12 +305,12 @@ def parse_sections(value: str | None, known: Iterable[str]) -> tuple[str, ...] |
         return None
     names = list(known)
     if not value:
-        raise RequestError("sections", "sections must name at least one section")
+        raise InvalidParameter("sections", "sections must name at least one section")
     wanted = value.split(",")
     if len(set(wanted)) != len(wanted):
-        raise RequestError("sections", "sections must not name a section twice")
+        raise InvalidParameter("sections", "sections must not name a section twice")
     if not set(wanted) <= set(names):
-        raise RequestError(
+        raise InvalidParameter(
             "sections", f"sections must be a comma-separated list of: {', '.join(names)}"
         )
     return tuple(n for n in names if n in wanted)
@@ -354,10 +411,17 @@ def _check_count(value: int, name: str, *, minimum: int) -> int:
 class PageEndpoint:
     """One aggregator's page as HTTP: parse, fetch, render, stream.
 
+    ``params`` are the query parameters the application declares
+    (:class:`Param`); ``sections_param`` names the one that picks sections
+    (``None``: the whole page, always). Who the user is, the application
+    says: each handler takes ``user_id`` from its own authentication.
+
     ``max_age`` and ``stale_while_revalidate`` (seconds) go into the
     ``Cache-Control`` of healthy anonymous pages; a page with a failed
     section is kept only ``partial_max_age`` seconds, so a CDN soon asks
-    again; ``retry_after`` (seconds) goes with a 503.
+    again; ``retry_after`` (seconds) goes with a 503. ``vary`` names the
+    request headers that identify the user (``Cookie`` by default), so a
+    shared cache never answers one user with another's page.
 
     A page is *personal*, and never public, when it has a user id and asks
     for a section that is not global (a per-user section, or a custom scope,
@@ -369,8 +433,9 @@ class PageEndpoint:
         self,
         aggregator: Aggregator,
         *,
-        default_limit: int = DEFAULT_LIMIT,
-        max_limit: int = MAX_LIMIT,
+        params: Sequence[Param] = (),
+        sections_param: str | None = "sections",
+        vary: str | None = "Cookie",
         max_age: int = 60,
         stale_while_revalidate: int = 120,
         partial_max_age: int = 5,
@@ -379,42 +444,51 @@ class PageEndpoint:
         if not isinstance(aggregator, Aggregator):
             raise TypeError(f"aggregator must be an Aggregator, not {aggregator!r}")
         self.aggregator = aggregator
-        self.max_limit = _check_count(max_limit, "max_limit", minimum=1)
-        self.default_limit = _check_count(default_limit, "default_limit", minimum=1)
-        if self.default_limit > self.max_limit:
-            raise ValueError(
-                f"default_limit must be at most max_limit ({max_limit}), got {default_limit!r}"
-            )
+        self.params = tuple(params)
+        for param in self.params:
+            if not isinstance(param, Param):
+                raise TypeError(f"params must be Param objects, not {param!r}")
+        names = [p.name for p in self.params] + ([sections_param] if sections_param else [])
+        keys = [p.key for p in self.params]
+        if len(set(names)) != len(names) or len(set(keys)) != len(keys):
+            raise ValueError(f"params must have distinct names and keys, got {names}")
+        self.sections_param = sections_param
         max_age = _check_count(max_age, "max_age", minimum=0)
         swr = _check_count(stale_while_revalidate, "stale_while_revalidate", minimum=0)
         partial = _check_count(partial_max_age, "partial_max_age", minimum=0)
         self.retry_after = _check_count(retry_after, "retry_after", minimum=0)
         self._public = f"public, max-age={max_age}, stale-while-revalidate={swr}"
         self._partial = f"public, max-age={partial}"
+        self._vary: tuple[tuple[str, str], ...] = (("Vary", vary),) if vary else ()
         self._personal: dict[tuple[str, ...] | None, bool] = {}
-        # Valid query strings seen lately: parsing is most of a warm page's own cost.
-        self._parsed: dict[str | bytes, PageRequest] = {}
+        # Valid requests seen lately: parsing is most of a warm page's own cost.
+        self._parsed: dict[tuple[str | bytes, str | None], PageRequest] = {}
 
     # -- requests -----------------------------------------------------------
 
-    def parse(self, query: str | bytes) -> PageRequest:
-        """Validate a page request's query string; raises :class:`RequestError`."""
-        request = self._parsed.get(query)
+    def parse(self, query: str | bytes, *, user_id: str | None = None) -> PageRequest:
+        """Validate a page request's query string for ``user_id`` (``None``: anonymous).
+
+        Raises :class:`~batchpage.InvalidParameter` naming the bad field.
+        """
+        memo = (query, user_id)
+        request = self._parsed.get(memo)
         if request is None:
-            request = self._parse(query)
+            request = self._parse(query, user_id)
             if len(self._parsed) >= 1024:  # bounded, whatever clients send
                 self._parsed.clear()
-            self._parsed[query] = request
+            self._parsed[memo] = request
         return request
 
-    def _parse(self, query: str | bytes) -> PageRequest:
-        params = parse_query(query)
-        limit = parse_limit(params.get("limit"), default=self.default_limit, maximum=self.max_limit)
-        sections = parse_sections(params.get("sections"), self.aggregator.sections)
-        if sections is not None and len(sections) == len(self.aggregator.sections):
-            sections = None  # one plan, one set of memoised keys for the whole page
-        user_id = parse_user_id(params.get("userId"))
-        return PageRequest(RequestContext(user_id=user_id, params={"limit": limit}), sections)
+    def _parse(self, query: str | bytes, user_id: str | None) -> PageRequest:
+        raw = parse_query(query)
+        values = {p.key: p.value(raw) for p in self.params}
+        sections = None
+        if self.sections_param is not None:
+            sections = parse_sections(raw.get(self.sections_param), self.aggregator.sections)
+            if sections is not None and len(sections) == len(self.aggregator.sections):
+                sections = None  # one plan, one set of memoised keys for the whole page
+        return PageRequest(RequestContext(user_id=user_id, params=values), sections)
 
     def is_personal(self, request: PageRequest) -> bool:
         """Whether the page differs per user (then it is never publicly cacheable)."""
@@ -429,11 +503,17 @@ class PageEndpoint:
 
     # -- whole pages --------------------------------------------------------
 
-    async def respond(self, query: str | bytes, *, if_none_match: str | None = None) -> Reply:
-        """Parse, fetch and render: the whole ``GET /page`` handler."""
+    async def respond(
+        self,
+        query: str | bytes,
+        *,
+        user_id: str | None = None,
+        if_none_match: str | None = None,
+    ) -> Reply:
+        """Parse, fetch and render: the whole ``GET /page`` handler, for ``user_id``."""
         try:
-            request = self.parse(query)
-        except RequestError as error:
+            request = self.parse(query, user_id=user_id)
+        except InvalidParameter as error:
             return error_reply(error)
         page = await self.aggregator.fetch(request.context, sections=request.sections)
         return self.render(page, request, if_none_match=if_none_match)
@@ -457,6 +537,7 @@ class PageEndpoint:
             ("Cache-Control", self.cache_control(page, request)),
             ("ETag", etag),
             ("Server-Timing", server_timing(page)),
+            *self._vary,
         ]
         if status == 200 and if_none_match_matches(if_none_match, etag):
             return Reply(304, tuple(headers))
@@ -469,7 +550,7 @@ class PageEndpoint:
 
     # -- streaming ----------------------------------------------------------
 
-    def open_stream(self, query: str | bytes) -> Reply | StreamReply:
+    def open_stream(self, query: str | bytes, *, user_id: str | None = None) -> Reply | StreamReply:
         """The streaming handler: a 400 :class:`Reply`, or NDJSON as sections complete.
 
         The status of a stream is sent before any section is known, so it is
@@ -477,8 +558,8 @@ class PageEndpoint:
         the page's status, errors and metadata.
         """
         try:
-            request = self.parse(query)
-        except RequestError as error:
+            request = self.parse(query, user_id=user_id)
+        except InvalidParameter as error:
             return error_reply(error)
         headers = (
             ("Content-Type", NDJSON),
@@ -512,32 +593,3 @@ class PageEndpoint:
             "status": page.status_code,
         }
         yield _dumps(last) + b"\n"
-
-
-# -- the rollout -----------------------------------------------------------
-
-
-def rollout_reply(rollout: Rollout, query: str | bytes) -> Reply:
-    """``GET /rollout?userId=...``: which path this user should take, and why.
-
-    The body is ``{"userId", "useBatch", "percentage", "enabled"}`` and the
-    ``X-Batch-Rollout`` header says ``batch`` or ``legacy``.
-    """
-    try:
-        user_id = parse_user_id(parse_query(query).get("userId"))
-    except RequestError as error:
-        return error_reply(error)
-    use_batch = rollout.use_batch(user_id)
-    reply = json_reply(
-        200,
-        {
-            "userId": user_id,
-            "useBatch": use_batch,
-            "percentage": rollout.percentage,
-            "enabled": rollout.enabled,
-        },
-        cache_control="private, no-store",
-    )
-    return attrs.evolve(
-        reply, headers=(*reply.headers, ("X-Batch-Rollout", "batch" if use_batch else "legacy"))
-    )
