@@ -8,13 +8,23 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import anyio
 from aiocache import Cache as AioCache
+from bson import Decimal128, ObjectId
 from cashews import Cache as CashewsCache
 
-from batchpage import Aggregator, CachePolicy, RequestContext, Section
+from batchpage import (
+    Aggregator,
+    CachePolicy,
+    JsonSerializer,
+    OrjsonSerializer,
+    RequestContext,
+    Section,
+    Serializer,
+)
 
 from ._common import Row, median_time, sync_median_time
 from ._payloads import SECTION_NAMES, VALUES
@@ -80,6 +90,81 @@ def _source(name: str) -> Any:
     return source
 
 
+def _bson_documents(section: str) -> list[dict[str, Any]]:
+    """A section as MongoDB returns it, before any conversion: ObjectId, datetime, Decimal128."""
+    return [
+        doc
+        | {
+            "id": ObjectId(f"{i:024x}"),
+            "price": Decimal128(str(doc["price"])),
+            "createdAt": datetime(2026, 11, (i % 28) + 1, 12, tzinfo=UTC),
+        }
+        for i, doc in enumerate(VALUES[section])
+    ]
+
+
+async def _serializers(quick: bool) -> list[Row]:
+    """JsonSerializer against OrjsonSerializer: one section, and a cold page's encoding."""
+    repeat, inner = (5, 2000) if quick else (11, 10000)
+    plain = VALUES[SECTION_NAMES[0]]
+    bson = _bson_documents(SECTION_NAMES[0])
+    std, fast = JsonSerializer(), OrjsonSerializer()
+    for value in (plain, bson):
+        assert json.loads(std.dumps(value)) == json.loads(fast.dumps(value))
+
+    def ratio(value: Any) -> float:
+        t_std = sync_median_time(lambda: std.dumps(value), repeat=repeat, inner=inner)
+        t_fast = sync_median_time(lambda: fast.dumps(value), repeat=repeat, inner=inner)
+        return t_std / t_fast
+
+    plain_ratio, bson_ratio = ratio(plain), ratio(bson)
+
+    async def cold_page_time(serializer: Serializer) -> float:
+        # No cache policy: every fetch calls the six sources and encodes their values.
+        sections = [Section(name=n, source=_source(n), cache=None) for n in SECTION_NAMES]
+        async with Aggregator(sections, page="cold", serializer=serializer) as agg:
+
+            async def page() -> bytes:
+                return (await agg.fetch(CTX)).to_json()
+
+            return await median_time(page, repeat=repeat, inner=inner // 10)
+
+    t_cold_std = await cold_page_time(std)
+    t_cold_fast = await cold_page_time(fast)
+    page_values = [VALUES[n] for n in SECTION_NAMES]
+    t_encode_std = sync_median_time(
+        lambda: [std.dumps(v) for v in page_values], repeat=repeat, inner=inner // 10
+    )
+    t_encode_fast = sync_median_time(
+        lambda: [fast.dumps(v) for v in page_values], repeat=repeat, inner=inner // 10
+    )
+    return [
+        Row("encode a section (10 plain documents): json / orjson", plain_ratio, "> 1 (orjson)"),
+        Row(
+            "encode a section (10 BSON documents): json / orjson",
+            bson_ratio,
+            "> 1 (ObjectId, datetime, Decimal128)",
+        ),
+        Row(
+            "cold page (six instant sources, uncached): json / orjson",
+            t_cold_std / t_cold_fast,
+            "(informational; >= 1)",
+        ),
+        Row(
+            "cold page: encoding its six sections, json",
+            t_encode_std * 1e6,
+            f"(microseconds; {t_encode_std / t_cold_std:.0%} of the json page)",
+            unit="us",
+        ),
+        Row(
+            "cold page: encoding its six sections, orjson",
+            t_encode_fast * 1e6,
+            f"(microseconds; {t_encode_fast / t_cold_fast:.0%} of the orjson page)",
+            unit="us",
+        ),
+    ]
+
+
 async def run(quick: bool) -> list[Row]:
     repeat, inner = (5, 2000) if quick else (11, 10000)
     sections = [
@@ -125,6 +210,7 @@ async def run(quick: bool) -> list[Row]:
     await aio.close()
 
     stampede = await _stampede(concurrent=1000)
+    serializers = await _serializers(quick)
 
     return [
         *stampede,
@@ -144,4 +230,5 @@ async def run(quick: bool) -> list[Row]:
             ">= 5",
         ),
         Row("warm page (memory): batchpage per page", t_ours * 1e6, "(microseconds)", unit="us"),
+        *serializers,
     ]

@@ -283,7 +283,10 @@ async def test_stream_lines_are_json_ready() -> None:
 
 async def test_unserializable_value_is_a_section_error() -> None:
     """A value the serializer cannot write fails its section, not the page."""
-    sections = [Section(name="a", source=Recorder({1, 2})), Section(name="b", source=Recorder(1))]
+    sections = [
+        Section(name="a", source=Recorder(object())),
+        Section(name="b", source=Recorder(1)),
+    ]
     async with Aggregator(sections) as agg:
         page = await agg.fetch()
     assert page.errors[0].code is ErrorCode.SERIALIZATION_ERROR

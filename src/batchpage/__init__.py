@@ -24,6 +24,7 @@ from ._executor import Attempt, Executor, ExecutorStats
 from ._keys import KeyBuilder
 from ._layered import LayeredCache, LayeredCacheStats
 from ._memory import MemoryCache
+from ._orjson import OrjsonSerializer
 from ._policy import CachePolicy
 from ._redis import RedisCache, RedisCacheStats
 from ._result import CacheStatus, PageResult, SectionResult
@@ -58,6 +59,7 @@ __all__ = [
     "LayeredCache",
     "LayeredCacheStats",
     "MemoryCache",
+    "OrjsonSerializer",
     "PageResult",
     "RedisCache",
     "RedisCacheStats",

@@ -34,7 +34,7 @@ from ._memory import MemoryCache
 from ._result import NULL, CacheStatus, PageResult, SectionResult
 from ._scope import Scope
 from ._section import Section
-from ._serializer import JsonSerializer, Serializer
+from ._serializer import JsonSerializer, Serializer, encode_failure
 from ._stats import AggregatorStats
 from ._units import Seconds, positive_seconds
 
@@ -486,9 +486,13 @@ class Aggregator:
     def _fallback(self, section: Section, ctx: RequestContext) -> bytes | None:
         try:
             value = section.fallback(ctx) if callable(section.fallback) else section.fallback
-            return self.serializer.dumps(value)
         except Exception:
             logger.exception("section %r: fallback failed", section.name)
+            return None
+        try:
+            return self.serializer.dumps(value)
+        except Exception as exc:
+            logger.exception("section %r: fallback: %s", section.name, encode_failure(exc))
             return None
 
     def breaker_state(self, section: str) -> BreakerState:

@@ -28,7 +28,7 @@ from ._entry import Entry
 from ._errors import ErrorCode, SectionError
 from ._executor import Attempt, Executor, circuit_open
 from ._section import Section
-from ._serializer import Serializer
+from ._serializer import Serializer, encode_failure
 from ._singleflight import SingleFlight
 from ._stats import AggregatorStats
 
@@ -87,9 +87,10 @@ class CacheFiller:
         """The attempt's value as stored bytes; ``None`` (logged, counted) if it cannot be."""
         try:
             return self.serializer.dumps(attempt.value)
-        except Exception:
+        except Exception as exc:
             self.stats.serialization_errors += 1
-            logger.exception("section %r: value is not serializable", section.name)
+            # "section 'x': cannot encode a Foo (app.Foo) value"
+            logger.exception("section %r: %s", section.name, encode_failure(exc))
             return None
 
     async def call(

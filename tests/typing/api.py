@@ -11,6 +11,7 @@ from batchpage import (
     CacheStatus,
     ErrorCode,
     MemoryCache,
+    OrjsonSerializer,
     PageResult,
     RequestContext,
     Scope,
@@ -69,3 +70,11 @@ async def handler(user_id: str | None) -> tuple[int, bytes]:
             print(section.name, status, section.value)
         await agg.invalidate("featuredProducts", user_id="42")
         return page.status_code, page.to_json()
+
+
+def money(value: object) -> object:  # a serializer's default: asked first, TypeError passes
+    raise TypeError(value)
+
+
+def fast_page() -> Aggregator:
+    return Aggregator(SECTIONS, page="fast", serializer=OrjsonSerializer(default=money))
