@@ -81,7 +81,7 @@ async def test_wire_shape_matches_the_design() -> None:
 async def test_one_failed_section_is_null_with_one_error_and_200() -> None:
     """A failing source costs its section, never the page."""
     sections = seed_sections(featuredEvents=Recorder(fail=True))
-    async with Aggregator(sections) as agg:
+    async with Aggregator(sections, page="aggregator") as agg:
         page = await agg.fetch()
     assert page.status_code == 200
     assert page.sections["featuredEvents"] is None
@@ -98,7 +98,7 @@ async def test_timed_out_section_reports_timeout_error() -> None:
         Section(name="fast", source=Recorder(1)),
         Section(name="hang", source=Recorder(delay=60), timeout=0.05),
     ]
-    async with Aggregator(sections) as agg:
+    async with Aggregator(sections, page="aggregator") as agg:
         page = await agg.fetch()
     assert page.to_dict()["errors"] == [
         {"section": "hang", "code": "TIMEOUT_ERROR", "message": "timed out after 50 ms"}
@@ -112,7 +112,7 @@ async def test_fallback_value_stands_in() -> None:
         Section(name="a", source=Recorder(fail=True), fallback=[]),
         Section(name="b", source=Recorder(1)),
     ]
-    async with Aggregator(sections) as agg:
+    async with Aggregator(sections, page="aggregator") as agg:
         page = await agg.fetch()
     assert page.sections["a"] == []
     assert page.errors[0].section == "a"
@@ -124,7 +124,7 @@ async def test_fallback_callable_receives_the_context() -> None:
     section = Section(
         name="a", source=Recorder(fail=True), fallback=lambda ctx: {"for": ctx.user_id}
     )
-    async with Aggregator([section]) as agg:
+    async with Aggregator([section], page="aggregator") as agg:
         page = await agg.fetch(RequestContext(user_id="7"))
     assert page.sections["a"] == {"for": "7"}
 
@@ -132,7 +132,7 @@ async def test_fallback_callable_receives_the_context() -> None:
 async def test_all_failed_is_503() -> None:
     """Nothing to show: 503, same shape."""
     sections = [Section(name=n, source=Recorder(fail=True)) for n in ("a", "b")]
-    async with Aggregator(sections) as agg:
+    async with Aggregator(sections, page="aggregator") as agg:
         page = await agg.fetch()
     assert page.status_code == 503
     assert page.metadata["partialFailure"] is False
@@ -143,7 +143,7 @@ async def test_all_failed_is_503() -> None:
 async def test_all_failed_with_fallbacks_is_200() -> None:
     """Fallbacks standing in for every section keep the page up."""
     sections = [Section(name=n, source=Recorder(fail=True), fallback=[]) for n in ("a", "b")]
-    async with Aggregator(sections) as agg:
+    async with Aggregator(sections, page="aggregator") as agg:
         page = await agg.fetch()
     assert page.status_code == 200
     assert page.metadata["partialFailure"] is True
@@ -155,7 +155,7 @@ async def test_failed_required_section_is_503() -> None:
         Section(name="a", source=Recorder(fail=True), required=True),
         Section(name="b", source=Recorder(1)),
     ]
-    async with Aggregator(sections) as agg:
+    async with Aggregator(sections, page="aggregator") as agg:
         page = await agg.fetch()
     assert page.status_code == 503
     assert page.sections["b"] == 1
@@ -167,7 +167,7 @@ async def test_sync_and_async_sources_mix() -> None:
         Section(name="a", source=Recorder("async")),
         Section(name="b", source=lambda ctx: "sync"),
     ]
-    async with Aggregator(sections) as agg:
+    async with Aggregator(sections, page="aggregator") as agg:
         page = await agg.fetch()
     assert page.sections == {"a": "async", "b": "sync"}
 
@@ -176,7 +176,7 @@ async def test_sections_subset_and_unknown_names() -> None:
     """A request may ask for some sections; an unknown name is an error before any call."""
     source = Recorder(1)
     sections = [Section(name="a", source=source), Section(name="b", source=Recorder(2))]
-    async with Aggregator(sections) as agg:
+    async with Aggregator(sections, page="aggregator") as agg:
         page = await agg.fetch(sections=["b"])
         assert page.sections == {"b": 2}
         with pytest.raises(UnknownSectionError, match="unknown section"):
@@ -186,7 +186,7 @@ async def test_sections_subset_and_unknown_names() -> None:
 
 async def test_fetch_outside_context_manager_is_an_error() -> None:
     """The aggregator owns background work, so it must be entered first."""
-    agg = Aggregator([Section(name="a", source=Recorder())])
+    agg = Aggregator([Section(name="a", source=Recorder())], page="aggregator")
     with pytest.raises(AggregatorNotRunning, match="async with"):
         await agg.fetch()
 
@@ -194,7 +194,9 @@ async def test_fetch_outside_context_manager_is_an_error() -> None:
 async def test_context_reaches_the_source_with_the_deadline() -> None:
     """Sources see the user, the parameters, and the page deadline."""
     source = Recorder()
-    async with Aggregator([Section(name="a", source=source)], page_timeout=2) as agg:
+    async with Aggregator(
+        [Section(name="a", source=source)], page="aggregator", page_timeout=2
+    ) as agg:
         before = anyio.current_time()
         await agg.fetch(RequestContext(user_id="u1", params={"limit": 3}))
     ctx = source.contexts[0]
@@ -211,7 +213,7 @@ def test_page_deadline_cuts_every_late_section() -> None:
             Section(name="fast", source=Recorder(delay=0.05)),
             Section(name="slow", source=slow, timeout=1),
         ]
-        async with Aggregator(sections, page_timeout=0.1) as agg:
+        async with Aggregator(sections, page="aggregator", page_timeout=0.1) as agg:
             start = anyio.current_time()
             page = await agg.fetch()
             assert anyio.current_time() - start == pytest.approx(0.1)
@@ -227,7 +229,7 @@ def test_stream_yields_fastest_first() -> None:
 
     async def run() -> list[tuple[str, float]]:
         arrivals: list[tuple[str, float]] = []
-        async with Aggregator(seed_sections()) as agg:
+        async with Aggregator(seed_sections(), page="aggregator") as agg:
             start = anyio.current_time()
             async for result in agg.stream():
                 arrivals.append((result.name, round(anyio.current_time() - start, 3)))
@@ -243,7 +245,7 @@ def test_closing_a_stream_early_cancels_the_rest() -> None:
     async def run() -> None:
         slow = Recorder(delay=10)
         sections = [Section(name="fast", source=Recorder()), Section(name="slow", source=slow)]
-        async with Aggregator(sections) as agg:
+        async with Aggregator(sections, page="aggregator") as agg:
             stream = agg.stream()
             first = await stream.__anext__()
             assert first.name == "fast"
@@ -262,7 +264,7 @@ async def test_nothing_outlives_a_fetch() -> None:
     sections = [Section(name="a", source=Recorder(delay=60), timeout=0.02)] + [
         Section(name=f"s{i}", source=Recorder(i)) for i in range(5)
     ]
-    async with Aggregator(sections) as agg:
+    async with Aggregator(sections, page="aggregator") as agg:
         before = len(asyncio.all_tasks())
         await agg.fetch()
         assert len(asyncio.all_tasks()) == before
@@ -270,7 +272,7 @@ async def test_nothing_outlives_a_fetch() -> None:
 
 async def test_stream_lines_are_json_ready() -> None:
     """A streamed result serialises to the NDJSON line of the HTTP stream."""
-    async with Aggregator([Section(name="a", source=Recorder({"x": 1}))]) as agg:
+    async with Aggregator([Section(name="a", source=Recorder({"x": 1}))], page="aggregator") as agg:
         results = [r async for r in agg.stream()]
     assert results[0].to_dict() == {
         "section": "a",
@@ -284,7 +286,7 @@ async def test_stream_lines_are_json_ready() -> None:
 async def test_unserializable_value_is_a_section_error() -> None:
     """A value the serializer cannot write fails its section, not the page."""
     sections = [Section(name="a", source=Recorder({1, 2})), Section(name="b", source=Recorder(1))]
-    async with Aggregator(sections) as agg:
+    async with Aggregator(sections, page="aggregator") as agg:
         page = await agg.fetch()
     assert page.errors[0].code is ErrorCode.SERIALIZATION_ERROR
     assert page.status_code == 200
@@ -292,7 +294,7 @@ async def test_unserializable_value_is_a_section_error() -> None:
 
 def test_an_aggregator_can_serve_successive_event_loops() -> None:
     """Entering the same aggregator under asyncio, then trio, then asyncio again works."""
-    agg = Aggregator([Section(name="a", source=Recorder(1))])
+    agg = Aggregator([Section(name="a", source=Recorder(1))], page="aggregator")
 
     async def once() -> int:
         async with agg:
@@ -311,7 +313,7 @@ def test_fail_fast_cancels_the_rest_when_a_required_section_fails() -> None:
             Section(name="slow", source=slow, fallback=[]),
             Section(name="fast", source=Recorder("ok")),
         ]
-        async with Aggregator(sections, fail_fast=True) as agg:
+        async with Aggregator(sections, page="aggregator", fail_fast=True) as agg:
             start = anyio.current_time()
             page = await agg.fetch()
             assert anyio.current_time() - start == pytest.approx(0.01)
@@ -332,7 +334,7 @@ def test_without_fail_fast_every_section_finishes() -> None:
             Section(name="must", source=Recorder(fail=True), required=True),
             Section(name="slow", source=Recorder("late", delay=0.5)),
         ]
-        async with Aggregator(sections) as agg:
+        async with Aggregator(sections, page="aggregator") as agg:
             page = await agg.fetch()
         assert page.sections == {"must": None, "slow": "late"}
 
@@ -348,7 +350,7 @@ def test_stream_reports_sections_cut_off_by_shutdown_as_cancelled() -> None:
             Section(name="slow", source=Recorder(delay=10)),
         ]
         seen = []
-        async with Aggregator(sections) as agg:
+        async with Aggregator(sections, page="aggregator") as agg:
             stream = agg.stream()
             seen.append(await stream.__anext__())
         seen.extend([r async for r in stream])

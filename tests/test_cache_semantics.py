@@ -49,7 +49,7 @@ class Counter:
 
 def page_of(source: Counter, clock: FakeClock, **section_kw: object) -> Aggregator:
     section = Section(name="a", source=source, cache=POLICY, breaker=None, **section_kw)  # type: ignore[arg-type]
-    return Aggregator([section], cache=MemoryCache(clock=clock))
+    return Aggregator([section], page="cache-semantics", cache=MemoryCache(clock=clock))
 
 
 def status(page: batchpage.PageResult) -> CacheStatus:
@@ -167,7 +167,9 @@ def test_stampede_of_a_thousand_calls_each_source_once() -> None:
             Section(name=n, source=s, cache=POLICY, breaker=None) for n, s in sources.items()
         ]
         pages = []
-        async with Aggregator(sections, cache=MemoryCache(clock=clock)) as agg:
+        async with Aggregator(
+            sections, page="cache-semantics", cache=MemoryCache(clock=clock)
+        ) as agg:
 
             async def one() -> None:
                 pages.append(await agg.fetch(RequestContext(params={"limit": 10})))
@@ -230,9 +232,9 @@ async def test_bumping_the_version_misses_old_entries(fake_clock: FakeClock) -> 
     cache = MemoryCache(clock=fake_clock)
     source = Counter()
     section = Section(name="a", source=source, cache=POLICY)
-    async with Aggregator([section], cache=cache, version="v1") as v1:
+    async with Aggregator([section], page="cache-semantics", cache=cache, version="v1") as v1:
         await v1.fetch()
-    async with Aggregator([section], cache=cache, version="v2") as v2:
+    async with Aggregator([section], page="cache-semantics", cache=cache, version="v2") as v2:
         page = await v2.fetch()
     assert status(page) is CacheStatus.MISS
     assert source.calls == 2
@@ -401,7 +403,9 @@ async def test_a_key_filled_between_read_and_lock_is_not_fetched_again(
     """The filler re-reads after locking: another instance's fresh write wins over a fetch."""
     source = Counter()
     section = Section(name="a", source=source, cache=POLICY)
-    async with Aggregator([section], cache=FilledBeforeLock(clock=fake_clock)) as agg:
+    async with Aggregator(
+        [section], page="cache-semantics", cache=FilledBeforeLock(clock=fake_clock)
+    ) as agg:
         page = await agg.fetch()
     assert source.calls == 0
     assert page.sections["a"] == {"n": 99}

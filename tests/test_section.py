@@ -101,13 +101,15 @@ def test_sections_are_immutable() -> None:
 def test_duplicate_names_are_rejected_by_the_aggregator() -> None:
     """Two sections of one page cannot share a name."""
     with pytest.raises(ValueError, match="duplicate section name: 'a'"):
-        Aggregator([Section(name="a", source=source), Section(name="a", source=source)])
+        Aggregator(
+            [Section(name="a", source=source), Section(name="a", source=source)], page="section"
+        )
 
 
 def test_aggregator_needs_sections() -> None:
     """An empty page is a configuration error."""
     with pytest.raises(ValueError, match="at least one section"):
-        Aggregator([])
+        Aggregator([], page="section")
 
 
 @pytest.mark.parametrize(
@@ -139,3 +141,9 @@ def test_breaker_policy_is_validated() -> None:
         BreakerPolicy(failure_threshold=0)
     with pytest.raises(ValueError, match="reset_timeout"):
         BreakerPolicy(reset_timeout=0)
+
+
+def test_page_is_required() -> None:
+    """Two aggregators on one default page name would share cache keys: there is no default."""
+    with pytest.raises(TypeError, match="page"):
+        Aggregator([Section(name="a", source=source)])  # type: ignore[call-arg]

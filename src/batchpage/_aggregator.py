@@ -65,6 +65,11 @@ class Aggregator:
         async with Aggregator(sections, page="homepage") as agg:
             page = await agg.fetch(RequestContext(user_id="42", params={"limit": 10}))
 
+    ``page`` names the page in every cache key, and has no default: two
+    aggregators left on one default name would read and overwrite each
+    other's entries in a shared cache (Redis), and neither would notice.
+    Instances serving the same page share its entries by giving the same name.
+
     ``page_timeout`` (seconds) bounds the whole page: a section still running
     then is cancelled and reported as ``TIMEOUT_ERROR``. ``cache`` defaults to
     a :class:`MemoryCache` and is used only by sections with a ``CachePolicy``.
@@ -77,7 +82,7 @@ class Aggregator:
         self,
         sections: Iterable[Section],
         *,
-        page: str = "page",
+        page: str,
         version: str = "v1",
         key_prefix: str = "batchpage",
         page_timeout: Seconds | None = None,
