@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 import anyio
 import pytest
@@ -12,6 +13,7 @@ from batchpage import (
     Aggregator,
     AggregatorNotRunning,
     ErrorCode,
+    MemoryCache,
     RequestContext,
     Section,
     UnknownSectionError,
@@ -360,3 +362,180 @@ def test_stream_reports_sections_cut_off_by_shutdown_as_cancelled() -> None:
         ]
 
     run_on_mock_clock(run)
+
+
+# -- edges: what a caller may get wrong, refused at once and clearly ---------
+
+
+def two_sections() -> list[Section]:
+    return [Section(name="a", source=Recorder(1)), Section(name="b", source=Recorder(2))]
+
+
+async def fetch_page(agg: Aggregator, sections: object) -> list[str]:
+    """The names of the sections fetch() answers with."""
+    return list((await agg.fetch(sections=sections)).sections)  # type: ignore[arg-type]
+
+
+async def stream_page(agg: Aggregator, sections: object) -> list[str]:
+    """The names of the sections stream() yields, as they come."""
+    return [r.name async for r in agg.stream(sections=sections)]  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("call", [fetch_page, stream_page], ids=["fetch", "stream"])
+@pytest.mark.parametrize(
+    ("sections", "error", "message"),
+    [
+        ("ab", TypeError, "sections must be a sequence of section names, not a str"),
+        (b"ab", TypeError, "sections must be a sequence of section names, not a bytes"),
+        (3, TypeError, "sections must be a sequence of section names, not 3"),
+        ([], ValueError, "sections must name at least one section"),
+        ((), ValueError, "sections must name at least one section"),
+        (["a", "a"], ValueError, "sections must not name a section twice: 'a'"),
+        (["a", 1], TypeError, r"sections must hold section names \(str\), not 1"),
+        ([["a"]], TypeError, r"sections must hold section names \(str\), not \['a'\]"),
+    ],
+)
+async def test_bad_sections_are_refused_before_any_call(
+    call: Any, sections: object, error: type[Exception], message: str
+) -> None:
+    """A str, an empty list, a repeat or a non-name is an error, not a page."""
+    sources = [Recorder(1), Recorder(2)]
+    parts = [Section(name=n, source=s) for n, s in zip("ab", sources, strict=True)]
+    async with Aggregator(parts, page="edges") as agg:
+        with pytest.raises(error, match=f"^{message}$"):
+            await call(agg, sections)
+    assert [s.calls for s in sources] == [0, 0]
+
+
+async def test_a_str_is_refused_even_when_its_letters_were_asked_for_before() -> None:
+    """fetch(sections="ab") is not fetch(sections=["a", "b"]), memoised or not."""
+    async with Aggregator(two_sections(), page="edges") as agg:
+        assert (await agg.fetch(sections=["a", "b"])).sections == {"a": 1, "b": 2}
+        assert (await agg.fetch(sections=["a", "b"])).sections == {"a": 1, "b": 2}
+        with pytest.raises(TypeError, match="not a str"):
+            await agg.fetch(sections="ab")
+
+
+async def test_a_requested_subset_is_checked_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The warm path pays no validation: names are checked on a memo miss only."""
+    sections = [Section(name=n, source=Recorder(n)) for n in ("alpha", "beta", "gamma")]
+    async with Aggregator(sections, page="edges") as agg:
+        checked: list[object] = []
+        check = agg._check_names
+
+        def counting(names: Any, items: Any) -> Any:
+            checked.append(names)
+            return check(names, items)
+
+        monkeypatch.setattr(agg, "_check_names", counting)
+        for _ in range(3):
+            await agg.fetch(sections=["gamma", "alpha"])
+            await agg.fetch()
+    assert checked == [["gamma", "alpha"]]
+
+
+@pytest.mark.parametrize("call", [fetch_page, stream_page], ids=["fetch", "stream"])
+async def test_sections_from_an_iterator_are_read_once(call: Any) -> None:
+    """An iterator of names gives its sections, not the empty page of a second read."""
+    async with Aggregator(two_sections(), page="edges") as agg:
+        for _ in range(2):  # a memo miss, then a hit
+            assert await call(agg, iter(["b"])) == ["b"]
+
+
+async def test_a_long_unknown_name_is_cut_in_the_message() -> None:
+    """A 500-character name is echoed in part; the exception still holds it whole."""
+    name = "x" * 500
+    async with Aggregator(two_sections(), page="edges") as agg:
+        with pytest.raises(UnknownSectionError) as info:
+            await agg.fetch(sections=["a", name])
+    assert info.value.names == [name]
+    assert str(info.value) == f"unknown section(s): '{'x' * 63}…"
+    assert len(str(info.value)) < 100
+
+
+async def test_many_unknown_names_are_summed_up() -> None:
+    """The message shows the first five names and how many more; .names has them all."""
+    names = [f"n{i}" for i in range(40)]
+    async with Aggregator(two_sections(), page="edges") as agg:
+        with pytest.raises(UnknownSectionError) as info:
+            await agg.fetch(sections=names)
+    assert info.value.names == names
+    assert str(info.value) == "unknown section(s): 'n0', 'n1', 'n2', 'n3', 'n4' and 35 more"
+
+
+async def test_sections_given_as_the_context_are_refused() -> None:
+    """fetch(["a"]) passes the list as the context: the error says how to pass sections."""
+    async with Aggregator(two_sections(), page="edges") as agg:
+        with pytest.raises(TypeError, match=r"ctx must be a RequestContext or None, not \['a'\]"):
+            await agg.fetch(["a"])  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="sections are given by keyword"):
+            [r async for r in agg.stream(["a"])]  # type: ignore[arg-type]
+
+
+async def test_entering_twice_raises_at_once_and_plainly() -> None:
+    """A nested ``async with`` of the same aggregator is a RuntimeError, not an ExceptionGroup."""
+    agg = Aggregator(two_sections(), page="edges")
+    with pytest.raises(RuntimeError, match="already running"):
+        async with agg, agg:  # the second entry of one aggregator
+            pass  # pragma: no cover
+    async with agg:  # the failed entry left nothing behind
+        assert (await agg.fetch()).status_code == 200
+
+
+async def test_an_exception_from_the_body_comes_out_as_raised() -> None:
+    """What the ``async with`` body raises reaches the caller unwrapped."""
+    with pytest.raises(KeyError, match="mine"):
+        async with Aggregator(two_sections(), page="edges"):
+            raise KeyError("mine")
+
+
+async def test_a_second_task_cannot_enter_while_the_first_is_entering() -> None:
+    """Entry is marked before its first await: two tasks cannot both enter."""
+
+    class SlowToOpen(MemoryCache):
+        async def __aenter__(self) -> SlowToOpen:
+            await anyio.sleep(0.01)
+            return self
+
+    agg = Aggregator(two_sections(), page="edges", cache=SlowToOpen())
+    errors: list[BaseException] = []
+
+    async def enter() -> None:
+        try:
+            async with agg:
+                await anyio.sleep(0.02)
+        except RuntimeError as error:
+            errors.append(error)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(enter)
+        tg.start_soon(enter)
+    assert [str(e) for e in errors] == ["this aggregator is already running"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"section": 3}, TypeError, r"section must be a section name \(str\), not 3"),
+        ({"section": "a", "user_id": 42}, TypeError, "user_id must be a str or None, not 42"),
+        ({"section": "a", "user_id": ""}, ValueError, "user_id must not be empty"),
+        ({"section": "a", "scope": 7}, TypeError, "scope must be a str or None, not 7"),
+        ({"section": "y" * 500}, UnknownSectionError, "^unknown section\\(s\\): 'y{63}…$"),
+    ],
+)
+async def test_invalidate_checks_its_arguments_first(
+    kwargs: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    """A wrong type or an empty user id is refused before any cache is touched."""
+    async with Aggregator(two_sections(), page="edges") as agg:
+        with pytest.raises(error, match=message):
+            await agg.invalidate(**kwargs)
+
+
+def test_breaker_state_checks_its_argument() -> None:
+    """A section name is a str; an unknown one is cut in the message."""
+    agg = Aggregator(two_sections(), page="edges")
+    with pytest.raises(TypeError, match="section must be a section name"):
+        agg.breaker_state(None)  # type: ignore[arg-type]
+    with pytest.raises(UnknownSectionError, match=r"…$"):
+        agg.breaker_state("z" * 500)

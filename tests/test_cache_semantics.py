@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from typing import Any
 
 import anyio
 import pytest
@@ -432,3 +433,50 @@ def test_memory_ttl_is_validated() -> None:
     """A non-positive ttl is rejected with the field's name."""
     with pytest.raises(ValueError, match="ttl"):
         MemoryCache(ttl=0)
+
+
+def test_entries_too_big_for_memory_are_counted_each_and_logged_once(
+    fake_clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A value over max_bytes is never kept: each one counts in too_big, the first one logs."""
+    caplog.set_level(logging.WARNING, "batchpage.memory")
+    cache = MemoryCache(max_bytes=1000, clock=fake_clock)
+    huge = Entry(b"x" * 900, stored_at=0, fresh_until=1e9, stale_until=1e9, error_until=1e9)
+    assert [cache.put(key, huge) for key in ("a", "b", "a")] == [False, False, False]
+    assert cache.too_big == 3
+    assert len(cache) == 0
+    warnings = [r.getMessage() for r in caplog.records if r.name == "batchpage.memory"]
+    assert warnings == [
+        "an entry of 1100 bytes (900 of payload) is bigger than the memory cache "
+        "(max_bytes=1000): not cached; counted in MemoryCache.too_big"
+    ]
+
+
+def test_an_entry_too_big_drops_the_older_value_of_its_key(fake_clock: FakeClock) -> None:
+    """A key whose new value is too big serves nothing rather than its old value."""
+    cache = MemoryCache(max_bytes=1000, clock=fake_clock)
+    small = Entry(b"1", stored_at=0, fresh_until=1e9, stale_until=1e9, error_until=1e9)
+    cache.put("a", small)
+    cache.put(
+        "a", Entry(b"x" * 900, stored_at=0, fresh_until=1e9, stale_until=1e9, error_until=1e9)
+    )
+    assert cache.get("a") is None
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        (
+            {"max_bytes": 100},
+            ValueError,
+            r"max_bytes must be at least 200 \(each entry's overhead\)",
+        ),
+        ({"clock": 5.0}, TypeError, r"clock must be a callable \(\) -> seconds, not 5.0"),
+    ],
+)
+def test_memory_cache_arguments_that_could_keep_nothing_are_refused(
+    kwargs: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    """A byte bound under one entry's overhead, or a clock that is no clock, fails here."""
+    with pytest.raises(error, match=message):
+        MemoryCache(**kwargs)

@@ -426,6 +426,8 @@ def test_stream_keeps_the_page_deadline() -> None:
         ({"params": {1: "a"}}, TypeError, "parameter name must be a str"),
         ({"params": {"q": object()}}, TypeError, "params['q'] must be"),
         ({"params": {"q": {"nested": 1}}}, TypeError, "params['q'] must be"),
+        ({"deadline": "soon"}, TypeError, "deadline must be a time on anyio's clock"),
+        ({"deadline": float("nan")}, ValueError, "deadline must not be NaN"),
     ],
 )
 def test_a_bad_request_context_is_refused_at_once(
