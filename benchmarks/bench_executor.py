@@ -36,7 +36,7 @@ async def run(quick: bool) -> list[Row]:
     rows.append(Row("seed scenario: sequential / batch", seq / batch, ">= 4.85"))
 
     noop_sections = [Section(name=f"s{i}", source=_noop, breaker=None) for i in range(6)]
-    async with Aggregator(noop_sections) as agg:
+    async with Aggregator(noop_sections, page="noop") as agg:
         inner = 200 if quick else 1000
         ours = await median_time(lambda: agg.fetch(CTX), repeat=repeat, inner=inner)
 

@@ -110,7 +110,7 @@ async def test_faulted_sections_misbehave_as_told() -> None:
         [section("a", 1), section("b", 2), section("c", 3), section("d", 4)],
         parse_faults("a=error,b=hang,c=delay:10ms", ("a", "b", "c", "d")),
     )
-    async with Aggregator(sections) as agg:
+    async with Aggregator(sections, page="homepage") as agg:
         page = await agg.fetch()
     assert page.sections == {"a": None, "b": None, "c": 3, "d": 4}
     assert [(e.section, e.code.value) for e in page.errors] == [

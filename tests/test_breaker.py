@@ -85,7 +85,9 @@ def test_open_circuit_answers_at_once_with_fallback() -> None:
             fallback=[],
             breaker=BreakerPolicy(failure_threshold=2, reset_timeout=30),
         )
-        async with Aggregator([section, Section(name="b", source=Recorder())]) as agg:
+        async with Aggregator(
+            [section, Section(name="b", source=Recorder())], page="breaker"
+        ) as agg:
             for _ in range(2):
                 page = await agg.fetch()
                 assert page.errors[0].code is ErrorCode.SOURCE_ERROR
@@ -107,7 +109,7 @@ def test_open_circuit_answers_at_once_with_fallback() -> None:
 async def test_breaker_can_be_turned_off() -> None:
     """``breaker=None`` calls the source every time."""
     source = Recorder(fail=True)
-    async with Aggregator([Section(name="a", source=source, breaker=None)]) as agg:
+    async with Aggregator([Section(name="a", source=source, breaker=None)], page="breaker") as agg:
         for _ in range(8):
             await agg.fetch()
     assert source.calls == 8
@@ -119,7 +121,7 @@ async def test_timeouts_count_as_failures() -> None:
     section = Section(
         name="a", source=source, timeout=0.01, breaker=BreakerPolicy(failure_threshold=1)
     )
-    async with Aggregator([section]) as agg:
+    async with Aggregator([section], page="breaker") as agg:
         await agg.fetch(RequestContext())
         page = await agg.fetch(RequestContext())
     assert page.errors[0].code is ErrorCode.CIRCUIT_OPEN

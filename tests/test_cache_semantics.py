@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from typing import Any
 
 import anyio
 import pytest
@@ -49,7 +50,7 @@ class Counter:
 
 def page_of(source: Counter, clock: FakeClock, **section_kw: object) -> Aggregator:
     section = Section(name="a", source=source, cache=POLICY, breaker=None, **section_kw)  # type: ignore[arg-type]
-    return Aggregator([section], cache=MemoryCache(clock=clock))
+    return Aggregator([section], page="cache-semantics", cache=MemoryCache(clock=clock))
 
 
 def status(page: batchpage.PageResult) -> CacheStatus:
@@ -167,7 +168,9 @@ def test_stampede_of_a_thousand_calls_each_source_once() -> None:
             Section(name=n, source=s, cache=POLICY, breaker=None) for n, s in sources.items()
         ]
         pages = []
-        async with Aggregator(sections, cache=MemoryCache(clock=clock)) as agg:
+        async with Aggregator(
+            sections, page="cache-semantics", cache=MemoryCache(clock=clock)
+        ) as agg:
 
             async def one() -> None:
                 pages.append(await agg.fetch(RequestContext(params={"limit": 10})))
@@ -230,9 +233,9 @@ async def test_bumping_the_version_misses_old_entries(fake_clock: FakeClock) -> 
     cache = MemoryCache(clock=fake_clock)
     source = Counter()
     section = Section(name="a", source=source, cache=POLICY)
-    async with Aggregator([section], cache=cache, version="v1") as v1:
+    async with Aggregator([section], page="cache-semantics", cache=cache, version="v1") as v1:
         await v1.fetch()
-    async with Aggregator([section], cache=cache, version="v2") as v2:
+    async with Aggregator([section], page="cache-semantics", cache=cache, version="v2") as v2:
         page = await v2.fetch()
     assert status(page) is CacheStatus.MISS
     assert source.calls == 2
@@ -401,7 +404,9 @@ async def test_a_key_filled_between_read_and_lock_is_not_fetched_again(
     """The filler re-reads after locking: another instance's fresh write wins over a fetch."""
     source = Counter()
     section = Section(name="a", source=source, cache=POLICY)
-    async with Aggregator([section], cache=FilledBeforeLock(clock=fake_clock)) as agg:
+    async with Aggregator(
+        [section], page="cache-semantics", cache=FilledBeforeLock(clock=fake_clock)
+    ) as agg:
         page = await agg.fetch()
     assert source.calls == 0
     assert page.sections["a"] == {"n": 99}
@@ -428,3 +433,50 @@ def test_memory_ttl_is_validated() -> None:
     """A non-positive ttl is rejected with the field's name."""
     with pytest.raises(ValueError, match="ttl"):
         MemoryCache(ttl=0)
+
+
+def test_entries_too_big_for_memory_are_counted_each_and_logged_once(
+    fake_clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A value over max_bytes is never kept: each one counts in too_big, the first one logs."""
+    caplog.set_level(logging.WARNING, "batchpage.memory")
+    cache = MemoryCache(max_bytes=1000, clock=fake_clock)
+    huge = Entry(b"x" * 900, stored_at=0, fresh_until=1e9, stale_until=1e9, error_until=1e9)
+    assert [cache.put(key, huge) for key in ("a", "b", "a")] == [False, False, False]
+    assert cache.too_big == 3
+    assert len(cache) == 0
+    warnings = [r.getMessage() for r in caplog.records if r.name == "batchpage.memory"]
+    assert warnings == [
+        "an entry of 1100 bytes (900 of payload) is bigger than the memory cache "
+        "(max_bytes=1000): not cached; counted in MemoryCache.too_big"
+    ]
+
+
+def test_an_entry_too_big_drops_the_older_value_of_its_key(fake_clock: FakeClock) -> None:
+    """A key whose new value is too big serves nothing rather than its old value."""
+    cache = MemoryCache(max_bytes=1000, clock=fake_clock)
+    small = Entry(b"1", stored_at=0, fresh_until=1e9, stale_until=1e9, error_until=1e9)
+    cache.put("a", small)
+    cache.put(
+        "a", Entry(b"x" * 900, stored_at=0, fresh_until=1e9, stale_until=1e9, error_until=1e9)
+    )
+    assert cache.get("a") is None
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        (
+            {"max_bytes": 100},
+            ValueError,
+            r"max_bytes must be at least 200 \(each entry's overhead\)",
+        ),
+        ({"clock": 5.0}, TypeError, r"clock must be a callable \(\) -> seconds, not 5.0"),
+    ],
+)
+def test_memory_cache_arguments_that_could_keep_nothing_are_refused(
+    kwargs: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    """A byte bound under one entry's overhead, or a clock that is no clock, fails here."""
+    with pytest.raises(error, match=message):
+        MemoryCache(**kwargs)

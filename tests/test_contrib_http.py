@@ -126,7 +126,7 @@ async def test_declared_parameters_reach_the_context_typed() -> None:
     """An application's own parameters (a locale, a flag) reach sources, typed and validated."""
     locale = Param("locale", one_of("en", "fr"), default="en")
     beta = Param("beta", boolean(), default=False)
-    async with Aggregator(sections()) as agg:
+    async with Aggregator(sections(), page="contrib-http") as agg:
         endpoint = PageEndpoint(agg, params=[LIMIT, locale, beta])
         request = endpoint.parse(b"locale=fr&beta=true")
         assert request.context.params == {"limit": 10, "locale": "fr", "beta": True}
@@ -148,7 +148,7 @@ def test_declared_parameters_are_checked(
 ) -> None:
     """A parameter list that cannot work fails at construction."""
     with pytest.raises(error, match=match):
-        PageEndpoint(Aggregator(sections()), **kwargs)
+        PageEndpoint(Aggregator(sections(), page="contrib-http"), **kwargs)
 
 
 def test_sections_keep_the_page_order() -> None:
@@ -231,7 +231,7 @@ def test_no_route_and_wrong_method_have_the_error_shape_too() -> None:
 
 async def test_parse_builds_the_context_sources_see() -> None:
     """A valid query becomes a RequestContext with only the validated limit."""
-    endpoint = endpoint_for(Aggregator(sections()))
+    endpoint = endpoint_for(Aggregator(sections(), page="contrib-http"))
     request = endpoint.parse(b"userId=u2&limit=5&sections=newArrivals&utm=x", user_id="u1")
     assert request == PageRequest(
         RequestContext(user_id="u1", params={"limit": 5}), ("newArrivals",)
@@ -251,7 +251,7 @@ async def test_parse_builds_the_context_sources_see() -> None:
 def test_endpoint_configuration_is_checked(kwargs: dict[str, Any], error: type[Exception]) -> None:
     """Bad endpoint settings fail at construction, naming the setting."""
     with pytest.raises(error, match=next(iter(kwargs))):
-        PageEndpoint(Aggregator(sections()), **kwargs)
+        PageEndpoint(Aggregator(sections(), page="contrib-http"), **kwargs)
 
 
 # -- ETag and If-None-Match -------------------------------------------------
@@ -259,7 +259,7 @@ def test_endpoint_configuration_is_checked(kwargs: dict[str, Any], error: type[E
 
 async def test_etag_ignores_metadata() -> None:
     """Two fetches of the same content (one MISS, one HIT) share an ETag."""
-    async with Aggregator(sections()) as agg:
+    async with Aggregator(sections(), page="contrib-http") as agg:
         first = await agg.fetch()
         second = await agg.fetch()
     assert first.metadata["cache"] != second.metadata["cache"]
@@ -269,11 +269,11 @@ async def test_etag_ignores_metadata() -> None:
 
 async def test_etag_follows_content_and_errors() -> None:
     """Different section bytes, or an error, give a different ETag."""
-    async with Aggregator(sections()) as agg:
+    async with Aggregator(sections(), page="contrib-http") as agg:
         small = await agg.fetch(RequestContext(params={"limit": 1}))
-    async with Aggregator(sections(newArrivals=Recorder(["other"]))) as agg:
+    async with Aggregator(sections(newArrivals=Recorder(["other"])), page="contrib-http") as agg:
         other = await agg.fetch(RequestContext(params={"limit": 1}))
-    async with Aggregator(sections(newArrivals=Recorder(fail=True))) as agg:
+    async with Aggregator(sections(newArrivals=Recorder(fail=True)), page="contrib-http") as agg:
         failed = await agg.fetch(RequestContext(params={"limit": 1}))
     assert len({page_etag(small), page_etag(other), page_etag(failed)}) == 3
 
@@ -308,7 +308,7 @@ async def fetch_and_render(
     if_none_match: str | None = None,
     overrides: dict[str, Recorder] | None = None,
 ) -> Reply:
-    async with Aggregator(sections(**(overrides or {}))) as agg:
+    async with Aggregator(sections(**(overrides or {})), page="contrib-http") as agg:
         return await endpoint_for(agg).respond(query, user_id=user_id, if_none_match=if_none_match)
 
 
@@ -383,7 +383,7 @@ async def test_bad_query_answers_400_before_any_source_runs() -> None:
 
 async def test_server_timing_lists_every_section_and_the_total() -> None:
     """Server-Timing has name;dur=...;desc="<cache>" per section, then total."""
-    async with Aggregator(sections()) as agg:
+    async with Aggregator(sections(), page="contrib-http") as agg:
         page = await agg.fetch()
     entries = [e.strip() for e in server_timing(page).split(",")]
     assert [e.split(";")[0] for e in entries] == [*NAMES, "total"]
@@ -393,7 +393,7 @@ async def test_server_timing_lists_every_section_and_the_total() -> None:
 
 async def test_render_of_a_page_fetched_elsewhere() -> None:
     """render() answers a PageResult the caller fetched itself."""
-    async with Aggregator(sections()) as agg:
+    async with Aggregator(sections(), page="contrib-http") as agg:
         endpoint = endpoint_for(agg)
         request = endpoint.parse(b"limit=3")
         page: PageResult = await agg.fetch(request.context)
@@ -417,7 +417,7 @@ def test_stream_sends_the_fastest_section_first() -> None:
             "newArrivals": Recorder(["n"], delay=0.1),
             "featuredEvents": Recorder(["e"], delay=0.2),
         }
-        async with Aggregator(sections(**slow)) as agg:
+        async with Aggregator(sections(**slow), page="contrib-http") as agg:
             reply = endpoint_for(agg).open_stream(b"limit=2")
             assert isinstance(reply, StreamReply)
             return await collect(reply.chunks)
@@ -445,7 +445,7 @@ def test_stream_sends_the_fastest_section_first() -> None:
 async def test_stream_reports_errors_in_lines_and_status_at_the_end() -> None:
     """A failed section's line carries its error; the last line the 503."""
     failing = {name: Recorder(fail=True) for name in NAMES}
-    async with Aggregator(sections(**failing)) as agg:
+    async with Aggregator(sections(**failing), page="contrib-http") as agg:
         reply = endpoint_for(agg).open_stream(b"")
         assert isinstance(reply, StreamReply)
         lines = await collect(reply.chunks)
@@ -455,7 +455,7 @@ async def test_stream_reports_errors_in_lines_and_status_at_the_end() -> None:
 
 async def test_stream_headers_say_ndjson_never_cached() -> None:
     """The stream is application/x-ndjson, no-store, unbuffered by proxies."""
-    async with Aggregator(sections()) as agg:
+    async with Aggregator(sections(), page="contrib-http") as agg:
         reply = endpoint_for(agg).open_stream(b"")
         assert isinstance(reply, StreamReply)
         await collect(reply.chunks)
@@ -467,7 +467,7 @@ async def test_stream_headers_say_ndjson_never_cached() -> None:
 
 async def test_stream_with_bad_query_is_a_400_reply() -> None:
     """A bad stream request is answered like a bad page request."""
-    async with Aggregator(sections()) as agg:
+    async with Aggregator(sections(), page="contrib-http") as agg:
         reply = endpoint_for(agg).open_stream(b"sections=nope")
     assert isinstance(reply, Reply)
     assert reply.status == 400
@@ -491,7 +491,7 @@ def test_closing_the_stream_early_cancels_running_sources() -> None:
             "featuredProducts": Slow(["p"], delay=60),
             "featuredEvents": Slow(["e"], delay=60),
         }
-        async with Aggregator(sections(**overrides)) as agg:
+        async with Aggregator(sections(**overrides), page="contrib-http") as agg:
             reply = endpoint_for(agg).open_stream(b"")
             assert isinstance(reply, StreamReply)
             chunks = reply.chunks
@@ -579,7 +579,7 @@ async def test_fastapi_reads_every_if_none_match_line() -> None:
 
     from batchpage.contrib.fastapi import page_response
 
-    async with Aggregator(sections()) as agg:
+    async with Aggregator(sections(), page="contrib-http") as agg:
         endpoint = endpoint_for(agg)
 
         async def page(request: Any) -> Response:

@@ -324,7 +324,7 @@ async def test_a_misbehaving_source_fails_only_its_section(fault: str) -> None:
     ]
     row = Row("source", fault)
     try:
-        async with Aggregator(sections, page_timeout=PAGE_TIMEOUT) as agg:
+        async with Aggregator(sections, page="homepage", page_timeout=PAGE_TIMEOUT) as agg:
             await serve(agg, row, [RequestContext(params={"i": i}) for i in range(PAGES)])
             threads = agg.executor.stuck_threads("bad")
     finally:

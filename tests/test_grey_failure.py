@@ -95,7 +95,7 @@ def test_a_hanging_cached_source_opens_its_breaker() -> None:
             cache=POLICY,
             breaker=BreakerPolicy(failure_threshold=2, reset_timeout=60),
         )
-        async with Aggregator([section], cache=MemoryCache()) as agg:
+        async with Aggregator([section], page="grey-failure", cache=MemoryCache()) as agg:
             pages = [await agg.fetch() for _ in range(8)]
             assert source.calls == 2
             assert breaker_state(agg, "a") is BreakerState.OPEN
@@ -117,7 +117,7 @@ def test_the_page_deadline_cutting_a_source_counts_for_its_breaker() -> None:
             cache=POLICY,
             breaker=BreakerPolicy(failure_threshold=2, reset_timeout=60),
         )
-        async with Aggregator([section], page_timeout=0.2) as agg:
+        async with Aggregator([section], page="grey-failure", page_timeout=0.2) as agg:
             for _ in range(3):
                 page = await agg.fetch()
                 assert page.errors[0].code in {ErrorCode.TIMEOUT_ERROR, ErrorCode.CIRCUIT_OPEN}
@@ -131,7 +131,7 @@ async def test_a_stuck_sync_source_holds_a_bounded_number_of_threads(stuck: Stuc
     """Each timed-out call abandons a thread; past the bound the source is not called."""
     executor = Executor(max_stuck_threads=3)
     section = Section(name="a", source=stuck, timeout=0.02, cache=POLICY, breaker=None)
-    async with Aggregator([section], executor=executor) as agg:
+    async with Aggregator([section], page="grey-failure", executor=executor) as agg:
         pages = [await agg.fetch() for _ in range(12)]
     assert stuck.calls == 3
     assert stuck.live == 3
@@ -145,7 +145,7 @@ async def test_stuck_threads_are_counted_down_when_they_return(stuck: Stuck) -> 
     """A stuck thread that finally returns frees its place: the source is called again."""
     executor = Executor(max_stuck_threads=1)
     section = Section(name="a", source=stuck, timeout=0.02, breaker=None)
-    async with Aggregator([section], executor=executor) as agg:
+    async with Aggregator([section], page="grey-failure", executor=executor) as agg:
         await agg.fetch()
         assert executor.stuck_threads("a") == 1
         stuck.release.set()
@@ -168,7 +168,7 @@ async def test_stuck_threads_never_starve_a_healthy_sync_section(stuck: Stuck) -
         Section(name="stuck", source=stuck, timeout=0.02, cache=POLICY, breaker=None),
         Section(name="healthy", source=healthy, timeout=1.0),
     ]
-    async with Aggregator(sections) as agg:
+    async with Aggregator(sections, page="grey-failure") as agg:
         pages = [await agg.fetch() for _ in range(50)]
         assert breaker_state(agg, "healthy") is BreakerState.CLOSED
     assert all(p.status_code == 200 for p in pages)
@@ -192,7 +192,7 @@ def test_thousands_of_stale_entries_do_not_starve_a_page() -> None:
         ]
         executor = Executor(max_concurrency=50, max_background=10)
         cache = MemoryCache(max_entries=5000, clock=clock)
-        async with Aggregator(sections, cache=cache, executor=executor) as agg:
+        async with Aggregator(sections, page="grey-failure", cache=cache, executor=executor) as agg:
             users = [f"u{i}" for i in range(2000)]
             for user in users:
                 await agg.fetch(RequestContext(user_id=user), sections=["mine"])
@@ -224,7 +224,9 @@ def test_an_open_breaker_skips_the_refresh_quietly(caplog: pytest.LogCaptureFixt
             cache=POLICY,
             breaker=BreakerPolicy(failure_threshold=1, reset_timeout=600),
         )
-        async with Aggregator([section], cache=MemoryCache(clock=clock)) as agg:
+        async with Aggregator(
+            [section], page="grey-failure", cache=MemoryCache(clock=clock)
+        ) as agg:
             await agg.fetch()
             clock.advance(11)
             source.fail = True
@@ -256,7 +258,7 @@ def test_the_deadline_message_is_never_negative() -> None:
             Section(name="slow", source=Hang(), timeout=2, cache=POLICY),
             Section(name="fast", source=Recorder("ok"), timeout=2),
         ]
-        async with Aggregator(sections, page_timeout=0.3) as agg:
+        async with Aggregator(sections, page="grey-failure", page_timeout=0.3) as agg:
             start = anyio.current_time()
             page = await agg.fetch()
             assert anyio.current_time() - start == pytest.approx(0.3)
@@ -281,7 +283,7 @@ def test_an_invalidation_during_a_fill_wins() -> None:
             return value
 
         section = Section(name="a", source=source, timeout=5, cache=POLICY)
-        async with Aggregator([section]) as agg:
+        async with Aggregator([section], page="grey-failure") as agg:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(agg.fetch)
                 await anyio.sleep(0.5)
@@ -308,7 +310,9 @@ def test_an_invalidation_during_a_refresh_wins() -> None:
             return value
 
         section = Section(name="a", source=source, timeout=5, cache=POLICY)
-        async with Aggregator([section], cache=MemoryCache(clock=clock)) as agg:
+        async with Aggregator(
+            [section], page="grey-failure", cache=MemoryCache(clock=clock)
+        ) as agg:
             await agg.fetch()
             clock.advance(11)
             row["value"] = "v2"
@@ -337,7 +341,9 @@ async def test_parameter_types_are_part_of_the_key(fake_clock: FakeClock) -> Non
         return repr(value)
 
     section = Section(name="a", source=source, cache=POLICY)
-    async with Aggregator([section], cache=MemoryCache(clock=fake_clock)) as agg:
+    async with Aggregator(
+        [section], page="grey-failure", cache=MemoryCache(clock=fake_clock)
+    ) as agg:
         for value in (1, True, 1.0, "1", 1, True):
             page = await agg.fetch(RequestContext(params={"flag": value}))
             assert page.sections["a"] == repr(value)
@@ -351,7 +357,7 @@ async def test_the_key_memo_does_not_keep_request_parameters() -> None:
         return "v"
 
     section = Section(name="a", source=source, cache=POLICY)
-    async with Aggregator([section], cache=MemoryCache(max_entries=10)) as agg:
+    async with Aggregator([section], page="grey-failure", cache=MemoryCache(max_entries=10)) as agg:
         tracemalloc.start()
         try:
             before = tracemalloc.get_traced_memory()[0]
@@ -374,7 +380,7 @@ def test_stream_fails_fast_like_fetch() -> None:
             Section(name="required", source=Recorder(fail=True), required=True, breaker=None),
             Section(name="slow", source=Recorder("late", delay=10), timeout=20),
         ]
-        async with Aggregator(sections, fail_fast=True) as agg:
+        async with Aggregator(sections, page="grey-failure", fail_fast=True) as agg:
             start = anyio.current_time()
             results = {r.name: r async for r in agg.stream()}
             assert anyio.current_time() - start < 0.001
@@ -396,7 +402,7 @@ def test_stream_keeps_the_page_deadline() -> None:
             Section(name="fast", source=Recorder("ok", delay=0.01)),
             Section(name="slow", source=Hang(), timeout=5, cache=POLICY),
         ]
-        async with Aggregator(sections, page_timeout=0.25) as agg:
+        async with Aggregator(sections, page="grey-failure", page_timeout=0.25) as agg:
             start = anyio.current_time()
             results = [r async for r in agg.stream()]
             assert anyio.current_time() - start == pytest.approx(0.25)
@@ -420,6 +426,8 @@ def test_stream_keeps_the_page_deadline() -> None:
         ({"params": {1: "a"}}, TypeError, "parameter name must be a str"),
         ({"params": {"q": object()}}, TypeError, "params['q'] must be"),
         ({"params": {"q": {"nested": 1}}}, TypeError, "params['q'] must be"),
+        ({"deadline": "soon"}, TypeError, "deadline must be a time on anyio's clock"),
+        ({"deadline": float("nan")}, ValueError, "deadline must not be NaN"),
     ],
 )
 def test_a_bad_request_context_is_refused_at_once(

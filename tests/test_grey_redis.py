@@ -61,7 +61,7 @@ async def test_a_frozen_redis_without_socket_timeouts_cannot_hang_a_page(
     cache = LayeredCache(MemoryCache(), RedisCache(client, owns_client=True, hard_timeout=1.0))
     source = Recorder("fresh", delay=0.05)
     section = Section(name="a", source=source, timeout=0.3, cache=POLICY)
-    async with Aggregator([section], cache=cache, page_timeout=0.5) as agg:
+    async with Aggregator([section], page="grey-redis", cache=cache, page_timeout=0.5) as agg:
         private_redis_server.freeze()
         try:
             start = time.monotonic()
@@ -83,7 +83,7 @@ async def test_a_slow_redis_does_not_spend_the_source_timeout(
     cache = layered_cache(private_redis_server, time.time)
     source = Recorder("fresh", delay=0.2)
     section = Section(name="a", source=source, timeout=0.3, cache=POLICY)
-    async with Aggregator([section], cache=cache) as agg:
+    async with Aggregator([section], page="grey-redis", cache=cache) as agg:
         private_redis_server.freeze()
         try:
             pages = [await agg.fetch(RequestContext(user_id=str(i))) for i in range(3)]
@@ -125,7 +125,7 @@ async def test_the_page_deadline_bounds_cache_io(private_redis_server: RedisServ
         Section(name="a", source=Recorder("a", delay=0.01), timeout=2, cache=POLICY),
         Section(name="b", source=Recorder("b", delay=0.4), timeout=2, cache=POLICY),
     ]
-    async with Aggregator(sections, cache=cache, page_timeout=0.5) as agg:
+    async with Aggregator(sections, page="grey-redis", cache=cache, page_timeout=0.5) as agg:
         durations = []
         for i in range(4):
             if i == 1:
@@ -206,7 +206,7 @@ async def test_a_stale_page_with_an_open_breaker_is_one_redis_command(
         breaker=BreakerPolicy(failure_threshold=1, reset_timeout=600),
     )
     cache = RedisCache.from_url(redis_server.url, clock=fake_clock)
-    async with Aggregator([section], cache=cache) as agg:
+    async with Aggregator([section], page="grey-redis", cache=cache) as agg:
         await agg.fetch()
         fake_clock.advance(11)
         source.fail = True
@@ -234,7 +234,7 @@ async def test_a_full_redis_still_serves_what_it_holds(
     source = Recorder("v")
     section = Section(name="a", source=source, cache=POLICY, scope=Scope.USER, breaker=None)
     cache = RedisCache.from_url(private_redis_server.url, clock=fake_clock)
-    async with Aggregator([section], cache=cache) as agg:
+    async with Aggregator([section], page="grey-redis", cache=cache) as agg:
         await agg.fetch(RequestContext(user_id="stored"))
         with private_redis_server.client() as client:
             client.config_set("maxmemory-policy", "noeviction")

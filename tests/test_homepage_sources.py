@@ -150,7 +150,9 @@ async def test_flash_sales_follow_the_injected_clock(
 ) -> None:
     """The flashSales section asks ``now()`` at fetch time: a week later nothing runs."""
     later = homepage_mongo.now + timedelta(days=7)
-    async with Aggregator(build_sections(db, now=lambda: later, timeout=TIMEOUT)) as agg:
+    async with Aggregator(
+        build_sections(db, now=lambda: later, timeout=TIMEOUT), page="homepage"
+    ) as agg:
         page = await agg.fetch(_ctx(), sections=["flashSales"])
     assert page.sections["flashSales"] == []
 
@@ -247,7 +249,7 @@ async def test_a_database_that_is_down_gives_a_503_of_nulls() -> None:
     try:
         now = datetime(2026, 11, 23, 21, 0, tzinfo=UTC)
         down = build_sections(client["homepage"], now=lambda: now, timeout=0.2)
-        async with Aggregator(down) as agg:
+        async with Aggregator(down, page="homepage") as agg:
             page = await agg.fetch(_ctx())
     finally:
         await client.close()
@@ -268,7 +270,7 @@ async def test_timed_out_sections_never_wedge_the_client() -> None:
         client = connect(_dead_url())
         try:
             down = build_sections(client["homepage"], now=lambda: now, timeout=0.05)
-            async with Aggregator(down) as agg:
+            async with Aggregator(down, page="homepage") as agg:
                 with anyio.fail_after(30):  # hang guards, not timing assertions
                     await agg.fetch(_ctx())
         finally:

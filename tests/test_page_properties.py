@@ -60,7 +60,7 @@ def test_page_follows_the_rules(specs: list[Spec], page_timeout: float | None) -
     ]
 
     async def run() -> tuple[float, dict[str, object]]:
-        async with Aggregator(sections, page_timeout=page_timeout) as agg:
+        async with Aggregator(sections, page="page-properties", page_timeout=page_timeout) as agg:
             start = anyio.current_time()
             page = await agg.fetch()
             elapsed = anyio.current_time() - start

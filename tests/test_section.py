@@ -1,5 +1,8 @@
 """Section definitions are validated when they are made, with errors that name the field."""
 
+import functools
+import inspect
+from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -101,13 +104,15 @@ def test_sections_are_immutable() -> None:
 def test_duplicate_names_are_rejected_by_the_aggregator() -> None:
     """Two sections of one page cannot share a name."""
     with pytest.raises(ValueError, match="duplicate section name: 'a'"):
-        Aggregator([Section(name="a", source=source), Section(name="a", source=source)])
+        Aggregator(
+            [Section(name="a", source=source), Section(name="a", source=source)], page="section"
+        )
 
 
 def test_aggregator_needs_sections() -> None:
     """An empty page is a configuration error."""
     with pytest.raises(ValueError, match="at least one section"):
-        Aggregator([])
+        Aggregator([], page="section")
 
 
 @pytest.mark.parametrize(
@@ -139,3 +144,172 @@ def test_breaker_policy_is_validated() -> None:
         BreakerPolicy(failure_threshold=0)
     with pytest.raises(ValueError, match="reset_timeout"):
         BreakerPolicy(reset_timeout=0)
+
+
+# -- callables that could never serve a request -------------------------------
+
+
+def two_args(ctx: RequestContext, extra: int) -> int:
+    return extra
+
+
+def keyword_only(*, ctx: RequestContext) -> int:
+    return 1
+
+
+@pytest.mark.parametrize(
+    ("bad", "shown"),
+    [
+        (lambda: 1, "<lambda>()"),
+        (two_args, "two_args(ctx, extra)"),
+        (keyword_only, "keyword_only(*, ctx)"),
+    ],
+)
+def test_a_source_that_cannot_take_the_context_is_refused(bad: Any, shown: str) -> None:
+    """A source is called as source(ctx): one that cannot be is refused, with its signature."""
+    with pytest.raises(TypeError) as info:
+        Section(name="a", source=bad)
+    assert str(info.value) == (
+        f"source must take one positional argument (the RequestContext), not {shown}"
+    )
+
+
+def generator(ctx: RequestContext) -> Iterator[int]:
+    yield 1
+
+
+async def async_generator(ctx: RequestContext) -> AsyncIterator[int]:
+    yield 1
+
+
+class GeneratorCallable:
+    def __call__(self, ctx: RequestContext) -> Iterator[int]:
+        yield 1
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        (generator, "generator is a generator function"),
+        (async_generator, "async_generator is an async generator function"),
+        (GeneratorCallable(), "GeneratorCallable.__call__ is a generator function"),
+        (functools.partial(generator), "partial object is a generator function"),
+    ],
+)
+def test_a_generator_source_is_refused(bad: Any, message: str) -> None:
+    """A generator function never returns the value it yields: refused, not a SOURCE_ERROR later."""
+    with pytest.raises(TypeError, match=f"^source must return its value, not yield it: {message}$"):
+        Section(name="a", source=bad)
+
+
+@pytest.mark.parametrize(
+    "good",
+    [
+        lambda ctx, extra=1: 1,  # extra parameters with defaults
+        lambda *args: 1,
+        lambda ctx, /: 1,
+        functools.partial(two_args, extra=2),
+        str,  # a builtin without an inspectable signature: trusted
+        AsyncCallable(),
+    ],
+)
+def test_sources_callable_with_one_argument_are_accepted(good: Any) -> None:
+    """Whatever can bind one positional argument is a source, and so is what cannot be inspected."""
+    Section(name="a", source=good)
+
+
+def test_builtins_without_a_signature_are_accepted() -> None:
+    """Some builtins cannot be inspected; they are trusted rather than refused."""
+    with pytest.raises(ValueError, match="no signature"):
+        inspect.signature(str)
+    assert not Section(name="a", source=str).is_async
+
+
+async def async_fallback(ctx: RequestContext) -> list[int]:
+    return []
+
+
+async def async_scope(ctx: RequestContext) -> str:
+    return "x"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (
+            {"fallback": lambda: ["none"]},
+            "fallback must take one positional argument (the RequestContext), not <lambda>()",
+        ),
+        (
+            {"fallback": async_fallback},
+            "fallback must be a value or a plain function (ctx) -> value, "
+            "not an async one: async_fallback",
+        ),
+        (
+            {"fallback": generator},
+            "fallback must return its value, not yield it: generator is a generator function",
+        ),
+        (
+            {"scope": lambda: "x"},
+            "scope must take one positional argument (the RequestContext), not <lambda>()",
+        ),
+        (
+            {"scope": async_scope},
+            "scope must be a plain function (ctx) -> str, not an async one: async_scope",
+        ),
+    ],
+)
+def test_fallback_and_scope_functions_are_checked_like_sources(
+    kwargs: dict[str, Any], message: str
+) -> None:
+    """A fallback or scope function is called with the context and not awaited: checked here."""
+    with pytest.raises(TypeError) as info:
+        Section(name="a", source=source, **kwargs)
+    assert str(info.value) == message
+
+
+def test_fallback_values_are_not_checked() -> None:
+    """A fallback that is not callable is a value, whatever it is."""
+    values: list[object] = [[], None, 0, "x", {"a": 1}]
+    for value in values:
+        assert Section(name="a", source=source, fallback=value).fallback == value
+
+
+# -- the aggregator's own arguments -------------------------------------------
+
+
+def test_page_is_required() -> None:
+    """Two aggregators on one default page name would share cache keys: there is no default."""
+    with pytest.raises(TypeError, match="page"):
+        Aggregator([Section(name="a", source=source)])  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"page": 3}, TypeError, "page must be a str, not 3"),
+        ({"page": "a b"}, ValueError, "page must be 1 to 64 letters"),
+        ({"version": None}, TypeError, "version must be a str, not None"),
+        ({"key_prefix": "a:b"}, ValueError, "key_prefix must be 1 to 64 letters"),
+        ({"page_timeout": "1"}, TypeError, "page_timeout must be seconds"),
+        ({"page_timeout": 0}, ValueError, "page_timeout must be positive"),
+        ({"fail_fast": "yes"}, TypeError, "fail_fast must be a bool, not 'yes'"),
+        ({"fail_fast": 1}, TypeError, "fail_fast must be a bool, not 1"),
+        ({"executor": 50}, TypeError, "executor must be an Executor or None, not 50"),
+        ({"cache": {}}, TypeError, r"cache must be a Cache \(MemoryCache, RedisCache, ...\)"),
+        ({"serializer": "json"}, TypeError, "serializer must have dumps"),
+    ],
+)
+def test_aggregator_arguments_are_checked_at_construction(
+    kwargs: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    """Each argument that would fail on the first request (or never) is refused, by name."""
+    arguments: dict[str, Any] = {"page": "home", **kwargs}
+    with pytest.raises(error, match=message):
+        Aggregator([Section(name="a", source=source)], **arguments)
+
+
+def test_one_section_instead_of_a_list_is_refused() -> None:
+    """A lone Section is not a list of them: the error says so."""
+    with pytest.raises(TypeError, match="not one Section"):
+        Aggregator(Section(name="a", source=source), page="home")  # type: ignore[arg-type]

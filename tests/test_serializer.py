@@ -487,7 +487,7 @@ async def test_a_page_of_real_data_types(make: Callable[[], Serializer]) -> None
         Section(name="products", source=Recorder([document]), cache=CachePolicy()),
         Section(name="plain", source=Recorder({"x": 1})),
     ]
-    async with Aggregator(sections, serializer=make()) as agg:
+    async with Aggregator(sections, page="serializer", serializer=make()) as agg:
         cold = (await agg.fetch()).to_json()
         warm = await agg.fetch()
     assert warm.to_dict()["metadata"]["cache"]["products"] == "HIT"
@@ -519,7 +519,7 @@ async def test_unsupported_type_is_logged_with_its_name_and_section(
         Section(name="stores", source=Recorder([{"a": Unknown()}])),
         Section(name="plain", source=Recorder(1)),
     ]
-    async with Aggregator(sections, serializer=make()) as agg:
+    async with Aggregator(sections, page="serializer", serializer=make()) as agg:
         page = await agg.fetch()
     (error,) = page.errors
     assert (error.section, error.code) == ("stores", ErrorCode.SERIALIZATION_ERROR)

@@ -25,10 +25,11 @@ from ._errors import (
     InvalidationIncomplete,
     SectionError,
     UnknownSectionError,
+    echo,
 )
 from ._executor import Attempt, Executor, timeout_error
 from ._filler import CacheFiller
-from ._keys import KeyBuilder, escape
+from ._keys import KeyBuilder, check_part, escape
 from ._loop import running_loop
 from ._memory import MemoryCache
 from ._result import NULL, CacheStatus, PageResult, SectionResult
@@ -65,6 +66,14 @@ class Aggregator:
         async with Aggregator(sections, page="homepage") as agg:
             page = await agg.fetch(RequestContext(user_id="42", params={"limit": 10}))
 
+    It is entered once at a time (entering it again while it runs is a
+    ``RuntimeError``); what the ``async with`` body raises comes out as raised.
+
+    ``page`` names the page in every cache key, and has no default: two
+    aggregators left on one default name would read and overwrite each
+    other's entries in a shared cache (Redis), and neither would notice.
+    Instances serving the same page share its entries by giving the same name.
+
     ``page_timeout`` (seconds) bounds the whole page: a section still running
     then is cancelled and reported as ``TIMEOUT_ERROR``. ``cache`` defaults to
     a :class:`MemoryCache` and is used only by sections with a ``CachePolicy``.
@@ -77,7 +86,7 @@ class Aggregator:
         self,
         sections: Iterable[Section],
         *,
-        page: str = "page",
+        page: str,
         version: str = "v1",
         key_prefix: str = "batchpage",
         page_timeout: Seconds | None = None,
@@ -86,6 +95,23 @@ class Aggregator:
         serializer: Serializer | None = None,
         fail_fast: bool = False,
     ) -> None:
+        if isinstance(sections, Section):
+            raise TypeError("sections must be an iterable of Section objects, not one Section")
+        check_part(page, "page")
+        check_part(version, "version")
+        check_part(key_prefix, "key_prefix")
+        if page_timeout is not None:
+            page_timeout = positive_seconds(page_timeout, name="page_timeout")
+        if fail_fast is not True and fail_fast is not False:
+            raise TypeError(f"fail_fast must be a bool, not {fail_fast!r}")
+        if executor is not None and not isinstance(executor, Executor):
+            raise TypeError(f"executor must be an Executor or None, not {executor!r}")
+        if cache is not None and not isinstance(cache, Cache):
+            raise TypeError(f"cache must be a Cache (MemoryCache, RedisCache, ...), not {cache!r}")
+        if serializer is not None and not isinstance(serializer, Serializer):
+            raise TypeError(
+                f"serializer must have dumps(value) -> bytes and loads(bytes), not {serializer!r}"
+            )
         self.sections: dict[str, Section] = {}
         for section in sections:
             if not isinstance(section, Section):
@@ -96,9 +122,7 @@ class Aggregator:
         if not self.sections:
             raise ValueError("an aggregator needs at least one section")
         self.keys = KeyBuilder(prefix=key_prefix, page=page, version=version)
-        self.page_timeout = (
-            None if page_timeout is None else positive_seconds(page_timeout, name="page_timeout")
-        )
+        self.page_timeout: float | None = page_timeout
         self.executor = executor if executor is not None else Executor()
         self.cache: Cache = cache if cache is not None else MemoryCache()
         self.serializer: Serializer = serializer if serializer is not None else JsonSerializer()
@@ -121,6 +145,7 @@ class Aggregator:
         # Cache keys per (plan, user, params): building them is most of a warm page.
         self._key_memo: dict[tuple[object, ...], list[str | None]] = {}
         self._tg: anyio.abc.TaskGroup | None = None
+        self._entered = False  # from the start of __aenter__ to the end of __aexit__
         self._now: Callable[[], float] = anyio.current_time
 
     @property
@@ -130,14 +155,21 @@ class Aggregator:
     # -- lifetime ---------------------------------------------------------
 
     async def __aenter__(self) -> Self:
-        if self._tg is not None:
+        # Checked and marked before the first await: a second entry, nested
+        # or from another task, fails here and touches nothing of the first.
+        if self._entered:
             raise RuntimeError("this aggregator is already running")
-        await self.cache.__aenter__()
-        tg = anyio.create_task_group()
+        self._entered = True
         try:
-            await tg.__aenter__()
+            await self.cache.__aenter__()
+            tg = anyio.create_task_group()
+            try:
+                await tg.__aenter__()
+            except BaseException:
+                await self.cache.__aexit__(None, None, None)
+                raise
         except BaseException:
-            await self.cache.__aexit__(None, None, None)
+            self._entered = False
             raise
         self._tg = tg
         _, self._now = running_loop()
@@ -155,9 +187,19 @@ class Aggregator:
             # Background refreshes are an optimisation: shutting down must not
             # wait for a slow source.
             tg.cancel_scope.cancel()
-            await tg.__aexit__(exc_type, exc, tb)
+            try:
+                await tg.__aexit__(exc_type, exc, tb)
+            except BaseExceptionGroup as group:
+                # The task group wraps whatever the ``async with`` body raised;
+                # when that is all it holds, the caller gets the exception as
+                # raised (returning lets it propagate), not a group.
+                if exc is None or len(group.exceptions) != 1 or group.exceptions[0] is not exc:
+                    raise
         finally:
-            await self.cache.__aexit__(exc_type, exc, tb)
+            try:
+                await self.cache.__aexit__(exc_type, exc, tb)
+            finally:
+                self._entered = False
 
     def _task_group(self) -> anyio.abc.TaskGroup:
         if self._tg is None:
@@ -169,22 +211,62 @@ class Aggregator:
     # -- planning ---------------------------------------------------------
 
     def plan(self, names: Sequence[str] | None = None) -> tuple[Section, ...]:
-        """The sections a request asks for, in the page's order; checks the names."""
-        key = None if names is None else tuple(names)
-        plan = self._plans.get(key)
-        if plan is not None:
-            return plan
-        if key is None:
+        """The sections a request asks for, in the page's order; checks the names.
+
+        ``names`` is a sequence of section names, each once (``None``: all of
+        them). Checked on a memo miss only: a name set seen before costs one
+        dict lookup.
+        """
+        items = None
+        try:
+            if names is not None:
+                items = tuple(names)
+            plan = self._plans.get(items)
+        except TypeError:  # not iterable, or unhashable items: _new_plan says which
+            plan = None
+        return plan if plan is not None else self._new_plan(names, items)
+
+    def _new_plan(
+        self, names: Sequence[str] | None, items: tuple[object, ...] | None
+    ) -> tuple[Section, ...]:
+        """Check ``names`` (read once, as ``items``: it may be an iterator) and plan them."""
+        if names is None:
+            key = None
             plan = tuple(self.sections.values())
         else:
-            unknown = [n for n in key if n not in self.sections]
-            if unknown:
-                raise UnknownSectionError(unknown)
+            key = self._check_names(names, items)
             wanted = set(key)
             plan = tuple(s for s in self.sections.values() if s.name in wanted)
-        if len(self._plans) < 256:  # distinct requested subsets are few; bound anyway
+        # A str's characters make a tuple of one-character names, the key a list
+        # of one-letter section names would have: such a key is never memoised,
+        # so that a str always reaches the check above.
+        memoise = key is None or any(len(n) > 1 for n in key)
+        if memoise and len(self._plans) < 256:  # distinct subsets are few; bound anyway
             self._plans[key] = plan
         return plan
+
+    def _check_names(self, names: object, items: tuple[object, ...] | None) -> tuple[str, ...]:
+        if isinstance(names, str | bytes | bytearray):
+            raise TypeError(
+                f"sections must be a sequence of section names, not a {type(names).__name__}"
+            )
+        if items is None:
+            raise TypeError(f"sections must be a sequence of section names, not {echo(names)}")
+        if not items:
+            raise ValueError("sections must name at least one section")
+        key: list[str] = []
+        seen: set[str] = set()
+        for name in items:
+            if not isinstance(name, str):
+                raise TypeError(f"sections must hold section names (str), not {echo(name)}")
+            if name in seen:
+                raise ValueError(f"sections must not name a section twice: {echo(name)}")
+            seen.add(name)
+            key.append(name)
+        unknown = [n for n in key if n not in self.sections]
+        if unknown:
+            raise UnknownSectionError(unknown)
+        return tuple(key)  # equal to ``items``: the memo's key
 
     def scope_part(self, section: Section, ctx: RequestContext) -> str:
         scope = section.scope
@@ -213,8 +295,20 @@ class Aggregator:
         """
         if self._tg is None:
             self._task_group()
-        ctx = _ANONYMOUS if ctx is None else ctx
-        plan = self._plans.get(None if sections is None else tuple(sections)) or self.plan(sections)
+        if ctx is None:
+            ctx = _ANONYMOUS
+        elif not isinstance(ctx, RequestContext):
+            raise _not_a_context(ctx)
+        # plan(), inlined: this is the warm path.
+        items = None
+        try:
+            if sections is not None:
+                items = tuple(sections)
+            plan = self._plans.get(items)
+        except TypeError:  # not iterable, or unhashable items: _new_plan says which
+            plan = None
+        if plan is None:
+            plan = self._new_plan(sections, items)
         now = self._now
         start = now()
         deadline = self._deadline(ctx, start)
@@ -252,7 +346,10 @@ class Aggregator:
         :meth:`fetch`; closing the iterator early cancels those still running.
         """
         tg = self._task_group()
-        ctx = _ANONYMOUS if ctx is None else ctx
+        if ctx is None:
+            ctx = _ANONYMOUS
+        elif not isinstance(ctx, RequestContext):
+            raise _not_a_context(ctx)
         plan = self.plan(sections)
         start = self._now()
         deadline = self._deadline(ctx, start)
@@ -497,6 +594,8 @@ class Aggregator:
 
     def breaker_state(self, section: str) -> BreakerState:
         """The state of a section's circuit breaker (``CLOSED`` when it has none)."""
+        if not isinstance(section, str):
+            raise TypeError(f"section must be a section name (str), not {echo(section)}")
         if section not in self.sections:
             raise UnknownSectionError([section])
         breaker = self._breakers.get(section)
@@ -526,11 +625,19 @@ class Aggregator:
         the cache (Redis pub/sub for a layered cache). Raises
         :class:`InvalidationIncomplete` when a layer could not be reached.
         """
+        if not isinstance(section, str):
+            raise TypeError(f"section must be a section name (str), not {echo(section)}")
+        if user_id is not None and not isinstance(user_id, str):
+            raise TypeError(f"user_id must be a str or None, not {echo(user_id)}")
+        if user_id == "":
+            raise ValueError("user_id must not be empty (None means every user)")
+        if scope is not None and not isinstance(scope, str):
+            raise TypeError(f"scope must be a str or None, not {echo(scope)}")
+        if user_id is not None and scope is not None:
+            raise ValueError("give user_id or scope, not both")
         target = self.sections.get(section)
         if target is None:
             raise UnknownSectionError([section])
-        if user_id is not None and scope is not None:
-            raise ValueError("give user_id or scope, not both")
         part: str | None = None
         if user_id is not None:
             if target.scope is not Scope.USER:
@@ -551,3 +658,10 @@ class Aggregator:
             f"Aggregator(page={self.keys.page!r}, version={self.keys.version!r}, "
             f"sections={list(self.sections)})"
         )
+
+
+def _not_a_context(ctx: object) -> TypeError:
+    message = f"ctx must be a RequestContext or None, not {echo(ctx)}"
+    if isinstance(ctx, list | tuple | set | frozenset | str):
+        message += "; sections are given by keyword: sections=[...]"
+    return TypeError(message)

@@ -41,6 +41,16 @@ def _check_user_id(_: object, __: attrs.Attribute[str | None], value: object) ->
         raise ValueError("user_id must not be empty (None is anonymous)")
 
 
+def _check_deadline(_: object, __: attrs.Attribute[float], value: object) -> None:
+    # Compared with anyio's clock on every page: a str fails deep, a NaN never passes.
+    if type(value) is float and value == value:  # the usual case, cheaply (NaN != NaN)
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"deadline must be a time on anyio's clock (a float), not {value!r}")
+    if math.isnan(value):
+        raise ValueError("deadline must not be NaN")
+
+
 @attrs.frozen
 class RequestContext:
     """What a source may know about the request it serves.
@@ -56,7 +66,7 @@ class RequestContext:
 
     user_id: str | None = attrs.field(default=None, validator=_check_user_id)
     params: Mapping[str, Any] = attrs.field(factory=dict, converter=_freeze)
-    deadline: float = math.inf
+    deadline: float = attrs.field(default=math.inf, validator=_check_deadline)
     # The params' cache-key token, computed once per context (see ``params_key``).
     _params_key: str | None = attrs.field(default=None, init=False, eq=False, repr=False)
 

@@ -65,12 +65,35 @@ class InvalidationIncomplete(BatchpageError, RuntimeError):
     """
 
 
+# A requested name comes from the caller, perhaps from a URL: a message (and
+# the log line it ends up in) shows a bounded part of it.
+_ECHO_CHARS = 64
+_ECHO_NAMES = 5
+
+
+def echo(value: object) -> str:
+    """``repr(value)``, cut after 64 characters: for messages that quote input."""
+    text = repr(value)
+    return text if len(text) <= _ECHO_CHARS else text[:_ECHO_CHARS] + "…"
+
+
+def echo_all(values: list[str]) -> str:
+    """The first few of ``values``, each cut by :func:`echo`, and how many more."""
+    shown = ", ".join(echo(v) for v in values[:_ECHO_NAMES])
+    more = len(values) - _ECHO_NAMES
+    return f"{shown} and {more} more" if more > 0 else shown
+
+
 class UnknownSectionError(BatchpageError, ValueError):
-    """A page was asked for a section it does not define."""
+    """A page was asked for a section it does not define.
+
+    The message shows the first few names, each cut short; ``names`` holds
+    them all, in full.
+    """
 
     def __init__(self, names: list[str]) -> None:
         self.names = names
-        super().__init__(f"unknown section(s): {', '.join(names)}")
+        super().__init__(f"unknown section(s): {echo_all(names)}")
 
 
 class InvalidParameter(BatchpageError, ValueError):

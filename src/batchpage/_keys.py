@@ -33,11 +33,16 @@ def escape(value: str) -> str:
     return _hash(value)
 
 
+def check_part(value: object, name: str) -> None:
+    """Check a configured key part (page, version, prefix); the error names the argument."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, not {value!r}")
+    if _PART.fullmatch(value) is None:
+        raise ValueError(f"{name} must be 1 to 64 letters, digits, '_', '.' or '-', got {value!r}")
+
+
 def _check_part(_: object, attribute: attrs.Attribute[str], value: str) -> None:
-    if not isinstance(value, str) or _PART.fullmatch(value) is None:
-        raise ValueError(
-            f"{attribute.name} must be 1 to 64 letters, digits, '_', '.' or '-', got {value!r}"
-        )
+    check_part(value, attribute.name)
 
 
 def _typed(value: Any) -> str:

@@ -49,6 +49,13 @@ class MemoryCache:
             isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1
         ):
             raise ValueError(f"max_bytes must be a positive int or None, got {max_bytes!r}")
+        if max_bytes is not None and max_bytes < _OVERHEAD:
+            # Every entry counts at least the overhead: such a cache could keep nothing.
+            raise ValueError(
+                f"max_bytes must be at least {_OVERHEAD} (each entry's overhead), got {max_bytes!r}"
+            )
+        if not callable(clock):
+            raise TypeError(f"clock must be a callable () -> seconds, not {clock!r}")
         self.max_entries = max_entries
         self.max_bytes = max_bytes
         self.ttl = None if ttl is None else positive_seconds(ttl, name="ttl")
@@ -113,8 +120,9 @@ class MemoryCache:
             self._data.pop(key, None)  # too big to keep; never serve an older value
             if not self.too_big:
                 logger.warning(
-                    "an entry of %d bytes is bigger than the memory cache (max_bytes=%d): "
-                    "not cached; counted in MemoryCache.too_big",
+                    "an entry of %d bytes (%d of payload) is bigger than the memory cache "
+                    "(max_bytes=%d): not cached; counted in MemoryCache.too_big",
+                    _size(entry),
                     len(entry.payload),
                     self.max_bytes,
                 )
