@@ -23,8 +23,8 @@ from batchpage import (
     OrjsonSerializer,
     RequestContext,
     Section,
-    Serializer,
 )
+from batchpage.extend import Serializer
 
 from ._common import Row, median_time, sync_median_time
 from ._payloads import SECTION_NAMES, VALUES

@@ -5,15 +5,8 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from batchpage import (
-    Aggregator,
-    BreakerPolicy,
-    BreakerState,
-    CircuitBreaker,
-    ErrorCode,
-    RequestContext,
-    Section,
-)
+from batchpage import Aggregator, BreakerPolicy, BreakerState, ErrorCode, RequestContext, Section
+from batchpage._breaker import CircuitBreaker
 from helpers import Recorder, run_on_mock_clock
 
 pytestmark = pytest.mark.anyio

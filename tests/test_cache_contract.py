@@ -14,7 +14,8 @@ from typing import Any
 import anyio
 import pytest
 
-from batchpage import Cache, CachePolicy, Entry, LayeredCache, MemoryCache, RedisCache
+from batchpage import CachePolicy, LayeredCache, MemoryCache, RedisCache
+from batchpage.extend import Cache, Entry
 from conftest import FakeClock
 from redis_server import RedisServer
 

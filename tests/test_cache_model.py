@@ -20,7 +20,6 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from batchpage import (
     Aggregator,
-    Cache,
     CachePolicy,
     CacheStatus,
     MemoryCache,
@@ -28,6 +27,7 @@ from batchpage import (
     Scope,
     Section,
 )
+from batchpage.extend import Cache
 from conftest import FakeClock
 
 FRESH, STALE, IF_ERROR = 10.0, 5.0, 20.0

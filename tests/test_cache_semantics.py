@@ -15,13 +15,13 @@ from batchpage import (
     Aggregator,
     CachePolicy,
     CacheStatus,
-    Entry,
     ErrorCode,
     MemoryCache,
     RequestContext,
     Scope,
     Section,
 )
+from batchpage.extend import Entry
 from conftest import FakeClock
 from helpers import run_on_mock_clock
 

@@ -60,3 +60,45 @@ def test_core_imports_only_its_declared_dependencies() -> None:
                 names = [node.module]
             offenders += [f"{path.name}: {n}" for n in names if n.split(".")[0] not in allowed]
     assert offenders == []
+
+
+def test_extension_points_live_in_batchpage_extend() -> None:
+    """The protocols and types a backend builds on are apart from the everyday names."""
+    import batchpage.extend
+
+    everyday = set(batchpage.__all__)
+    extend = set(batchpage.extend.__all__)
+    assert extend == {n for n in dir(batchpage.extend) if not n.startswith("_")} - {"annotations"}
+    assert batchpage.extend.__all__ == sorted(batchpage.extend.__all__)
+    assert everyday.isdisjoint(extend)
+    assert {"Cache", "Entry", "Serializer", "KeyBuilder"} <= extend
+    assert {"Attempt", "CircuitBreaker"}.isdisjoint(everyday | extend)  # internals stay private
+    for name in batchpage.extend.__all__:
+        obj = getattr(batchpage.extend, name)
+        if isinstance(obj, type):
+            assert obj.__module__ == "batchpage.extend", name
+
+
+def _import_without(blocked: str, statement: str) -> str:
+    """Run ``statement`` in a fresh interpreter where ``blocked`` cannot be imported."""
+    import subprocess
+    import sys
+
+    code = f"import sys; sys.modules[{blocked!r}] = None\n{statement}"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode != 0
+    return out.stderr.strip().splitlines()[-1]
+
+
+def test_a_missing_extra_is_named() -> None:
+    """Using an optional part without its extra says which extra to install."""
+    assert _import_without("starlette", "import batchpage.contrib.fastapi").endswith(
+        "batchpage.contrib.fastapi needs starlette: pip install 'batchpage[fastapi]'"
+    )
+    assert _import_without("django", "import batchpage.contrib.django").endswith(
+        "batchpage.contrib.django needs django: pip install 'batchpage[django]'"
+    )
+    redis = "import batchpage; batchpage.RedisCache.from_url('redis://127.0.0.1:1')"
+    assert _import_without("redis", redis).endswith(
+        "RedisCache needs redis: pip install 'batchpage[redis]'"
+    )

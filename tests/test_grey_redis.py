@@ -20,7 +20,6 @@ from batchpage import (
     BreakerState,
     CachePolicy,
     CacheStatus,
-    Entry,
     LayeredCache,
     MemoryCache,
     RedisCache,
@@ -28,6 +27,7 @@ from batchpage import (
     Scope,
     Section,
 )
+from batchpage.extend import Entry
 from conftest import FakeClock
 from helpers import Recorder
 from redis_server import RedisServer, calls_between, layered_cache

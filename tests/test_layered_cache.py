@@ -9,7 +9,6 @@ from batchpage import (
     Aggregator,
     CachePolicy,
     CacheStatus,
-    Entry,
     InvalidationIncomplete,
     LayeredCache,
     MemoryCache,
@@ -18,6 +17,7 @@ from batchpage import (
     Scope,
     Section,
 )
+from batchpage.extend import Entry
 from conftest import FakeClock
 from helpers import Recorder
 from redis_server import RedisServer, Ticker, calls_between, eventually, layered_cache

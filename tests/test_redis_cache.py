@@ -10,7 +10,8 @@ import redis
 import redis.asyncio
 from redis.crc import key_slot
 
-from batchpage import CachePolicy, Entry, RedisCache
+from batchpage import CachePolicy, RedisCache
+from batchpage.extend import Entry
 from conftest import FakeClock
 from redis_server import RedisServer, Ticker, calls_between, eventually
 

@@ -21,16 +21,9 @@ from bson import DatetimeMS, Decimal128, ObjectId
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from batchpage import (
-    Aggregator,
-    CachePolicy,
-    ErrorCode,
-    JsonSerializer,
-    OrjsonSerializer,
-    Section,
-    Serializer,
-)
+from batchpage import Aggregator, CachePolicy, ErrorCode, JsonSerializer, OrjsonSerializer, Section
 from batchpage._serializer import decimal128_text
+from batchpage.extend import Serializer
 from helpers import Recorder
 
 pytestmark = pytest.mark.anyio

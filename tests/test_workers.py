@@ -22,7 +22,8 @@ import httpx
 import pytest
 from examples.homepage.sources import SECTION_NAMES, build_sections
 
-from batchpage import Aggregator, Entry, LayeredCache, MemoryCache, RedisCache, RequestContext
+from batchpage import Aggregator, LayeredCache, MemoryCache, RedisCache, RequestContext
+from batchpage.extend import Entry
 from http_servers import AppServer, app_environment, running_servers
 from mongo_server import SeededMongo
 from redis_server import RedisServer

@@ -19,8 +19,9 @@ from datetime import datetime
 import anyio
 import attrs
 
-from batchpage import Aggregator, Cache, LayeredCache, MemoryCache, RedisCache, Rollout
+from batchpage import Aggregator, LayeredCache, MemoryCache, RedisCache, Rollout
 from batchpage.contrib.http import PageEndpoint, Reply
+from batchpage.extend import Cache
 from examples.homepage.data import seed
 from examples.homepage.mongo import Database, EmbeddedMongo, connect
 from examples.homepage.sources import (

@@ -2,15 +2,17 @@
 
 Sources run in parallel under timeouts, results sit in a layered cache with
 stale-while-revalidate, and one failing section never fails the page.
+
+The names here are the everyday API. Extension points (the ``Cache``
+protocol, ``Entry``, ``Serializer``, ``KeyBuilder``) are in
+:mod:`batchpage.extend`; HTTP glue is in :mod:`batchpage.contrib`.
 """
 
 from contextlib import suppress as _suppress
 
 from ._aggregator import Aggregator
-from ._breaker import BreakerPolicy, BreakerState, CircuitBreaker
-from ._cache import Cache
+from ._breaker import BreakerPolicy, BreakerState
 from ._context import RequestContext
-from ._entry import Entry, Freshness
 from ._errors import (
     AggregatorNotRunning,
     BatchpageError,
@@ -20,8 +22,7 @@ from ._errors import (
     SectionError,
     UnknownSectionError,
 )
-from ._executor import Attempt, Executor, ExecutorStats
-from ._keys import KeyBuilder
+from ._executor import Executor, ExecutorStats
 from ._layered import LayeredCache, LayeredCacheStats
 from ._memory import MemoryCache
 from ._orjson import OrjsonSerializer
@@ -31,7 +32,7 @@ from ._result import CacheStatus, PageResult, SectionResult
 from ._rollout import Rollout
 from ._scope import Scope
 from ._section import NO_FALLBACK, Section, Source
-from ._serializer import JsonSerializer, Serializer
+from ._serializer import JsonSerializer
 from ._stats import AggregatorStats
 
 __all__ = [
@@ -39,23 +40,17 @@ __all__ = [
     "Aggregator",
     "AggregatorNotRunning",
     "AggregatorStats",
-    "Attempt",
     "BatchpageError",
     "BreakerPolicy",
     "BreakerState",
-    "Cache",
     "CachePolicy",
     "CacheStatus",
-    "CircuitBreaker",
-    "Entry",
     "ErrorCode",
     "Executor",
     "ExecutorStats",
-    "Freshness",
     "InvalidParameter",
     "InvalidationIncomplete",
     "JsonSerializer",
-    "KeyBuilder",
     "LayeredCache",
     "LayeredCacheStats",
     "MemoryCache",
@@ -69,7 +64,6 @@ __all__ = [
     "Section",
     "SectionError",
     "SectionResult",
-    "Serializer",
     "Source",
     "UnknownSectionError",
 ]

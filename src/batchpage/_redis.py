@@ -36,6 +36,7 @@ import anyio.abc
 import attrs
 
 from ._entry import Entry, Freshness
+from ._extras import require
 from ._units import Seconds, positive_seconds
 
 if TYPE_CHECKING:
@@ -163,6 +164,7 @@ class RedisCache:
         command_timeout: Seconds = 0.1,
         hard_timeout: Seconds = 2.0,
     ) -> None:
+        require("redis.asyncio", extra="redis", what="RedisCache")
         import redis.asyncio
 
         if not isinstance(client, redis.asyncio.Redis):
@@ -227,6 +229,7 @@ class RedisCache:
         would otherwise cost a failure and a back-off. The pool holds at most
         ``max_connections`` (default: the 128 commands that may be in flight).
         """
+        require("redis.asyncio", extra="redis", what="RedisCache")
         import redis.asyncio
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff

@@ -33,17 +33,21 @@ from typing import Any, Final, NoReturn
 
 import anyio
 
+from batchpage._extras import require
+
+require("django", extra="django", what="batchpage.contrib.django")
+
 # Django ships no type information (django-stubs is not a dependency): its
 # classes are Any here, and subclassing them is marked below.
-from django.http import (  # type: ignore[import-untyped]
+from django.http import (  # type: ignore[import-untyped]  # noqa: E402
     HttpRequest,
     HttpResponse,
     HttpResponseNotModified,
     StreamingHttpResponse,
 )
 
-from batchpage import InvalidParameter, PageResult
-from batchpage.contrib.http import (
+from batchpage import InvalidParameter, PageResult  # noqa: E402
+from batchpage.contrib.http import (  # noqa: E402
     PageEndpoint,
     PageRequest,
     Reply,

@@ -23,12 +23,9 @@ from __future__ import annotations
 import contextlib
 
 import anyio
-from starlette.exceptions import HTTPException
-from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
-from starlette.types import Receive, Scope, Send
 
 from batchpage import PageResult
+from batchpage._extras import require
 from batchpage.contrib.http import (
     PageEndpoint,
     PageRequest,
@@ -36,6 +33,13 @@ from batchpage.contrib.http import (
     StreamReply,
     http_error_reply,
 )
+
+require("starlette", extra="fastapi", what="batchpage.contrib.fastapi")
+
+from starlette.exceptions import HTTPException  # noqa: E402
+from starlette.requests import Request  # noqa: E402
+from starlette.responses import Response, StreamingResponse  # noqa: E402
+from starlette.types import Receive, Scope, Send  # noqa: E402
 
 __all__ = [
     "ClosingStreamingResponse",
