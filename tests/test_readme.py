@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_the_readme_page_example_runs_as_pasted(tmp_path: Path) -> None:
-    """"A page in a few lines" runs in a fresh interpreter and prints a 200 page."""
+    """ "A page in a few lines" runs in a fresh interpreter and prints a 200 page."""
     readme = (ROOT / "README.md").read_text()
     match = re.search(r"## A page in a few lines\n\n```python\n(.*?)```", readme, re.S)
     assert match is not None
@@ -20,4 +20,4 @@ def test_the_readme_page_example_runs_as_pasted(tmp_path: Path) -> None:
     out = subprocess.run(
         [sys.executable, str(script)], capture_output=True, text=True, timeout=60, check=True
     )
-    assert out.stdout.startswith("200 b'{\"sections\":")
+    assert out.stdout.startswith('200 b\'{"sections":')
