@@ -32,6 +32,7 @@ from ._filler import CacheFiller
 from ._keys import KeyBuilder, check_part, escape
 from ._loop import running_loop
 from ._memory import MemoryCache
+from ._observer import Observer, Observers
 from ._result import NULL, CacheStatus, PageResult, SectionResult
 from ._scope import Scope
 from ._section import Section
@@ -49,11 +50,13 @@ _MEMO_MAX_USER = 128
 class _Run:
     """One page's pending work: how to stop it, and why it stopped (fail-fast)."""
 
-    __slots__ = ("fail_fast", "failed", "stop")
+    __slots__ = ("fail_fast", "failed", "reported", "stop")
 
     def __init__(self, fail_fast: bool) -> None:
         self.fail_fast = fail_fast
         self.stop: anyio.CancelScope | None = None
+        #: Sections cut short that told the observer themselves.
+        self.reported: set[str] = set()
         self.failed: str | None = None  #: the required section whose failure stopped the page
 
 
@@ -94,6 +97,7 @@ class Aggregator:
         cache: Cache | None = None,
         serializer: Serializer | None = None,
         fail_fast: bool = False,
+        observers: Sequence[Observer] = (),
     ) -> None:
         if isinstance(sections, Section):
             raise TypeError("sections must be an iterable of Section objects, not one Section")
@@ -128,11 +132,18 @@ class Aggregator:
         self.serializer: Serializer = serializer if serializer is not None else JsonSerializer()
         self.stats = AggregatorStats()
         self.fail_fast = fail_fast
+        if isinstance(observers, Observer):
+            raise TypeError("observers must be a sequence of Observer objects, not one Observer")
+        self._observer: Observer | None = Observers(observers) if observers else None
         self._breakers = {
-            s.name: CircuitBreaker(s.breaker, anyio.current_time)
+            s.name: CircuitBreaker(
+                s.breaker, anyio.current_time, on_change=self._breaker_hook(s.name)
+            )
             for s in self.sections.values()
             if s.breaker is not None
         }
+        if self._observer is not None:
+            _watch(self.cache, self.executor, self._observer)
         self._required = frozenset(s.name for s in self.sections.values() if s.required)
         self._filler = CacheFiller(
             cache=self.cache,
@@ -140,6 +151,8 @@ class Aggregator:
             serializer=self.serializer,
             breakers=self._breakers,
             stats=self.stats,
+            observer=self._observer,
+            page=page,
         )
         self._plans: dict[tuple[str, ...] | None, tuple[Section, ...]] = {}
         # Cache keys per (plan, user, params): building them is most of a warm page.
@@ -309,6 +322,23 @@ class Aggregator:
             plan = None
         if plan is None:
             plan = self._new_plan(sections, items)
+        if self._observer is not None:
+            return await self._fetch_observed(ctx, plan, self._observer)
+        return await self._fetch(ctx, plan)
+
+    async def _fetch_observed(
+        self, ctx: RequestContext, plan: tuple[Section, ...], observer: Observer
+    ) -> PageResult:
+        token = observer.page_started(self.keys.page, ctx)
+        result: PageResult | None = None
+        try:
+            result = await self._fetch(ctx, plan)
+            return result
+        finally:
+            if result is not None:
+                observer.page_finished(token, self.keys.page, result)
+
+    async def _fetch(self, ctx: RequestContext, plan: tuple[Section, ...]) -> PageResult:
         now = self._now
         start = now()
         deadline = self._deadline(ctx, start)
@@ -326,6 +356,10 @@ class Aggregator:
                 for section, _, old in pending:
                     if section.name not in results:
                         results[section.name] = self._cut_short(section, old, ctx, start, run)
+                        if self._observer is not None and section.name not in run.reported:
+                            self._observer.section_finished(
+                                None, self.keys.page, results[section.name]
+                            )
             results = {s.name: results[s.name] for s in plan}
         self.stats.pages += 1
         return PageResult(
@@ -354,20 +388,36 @@ class Aggregator:
         start = self._now()
         deadline = self._deadline(ctx, start)
         results: dict[str, SectionResult] = {}
-        pending = await self._from_cache(plan, ctx, results, start, deadline)
-        for result in results.values():
-            yield result
-        if not pending:
-            return
-        ctx = self._with_deadline(ctx, deadline)
-        send, receive = anyio.create_memory_object_stream[SectionResult](len(pending))
-        scope: anyio.CancelScope = await tg.start(self._stream_pending, pending, ctx, send, start)
+        observer = self._observer
+        token = None if observer is None else observer.page_started(self.keys.page, ctx)
         try:
-            async with receive:
-                async for result in receive:
-                    yield result
+            pending = await self._from_cache(plan, ctx, results, start, deadline)
+            for result in list(results.values()):
+                yield result
+            if not pending:
+                return
+            ctx = self._with_deadline(ctx, deadline)
+            send, receive = anyio.create_memory_object_stream[SectionResult](len(pending))
+            scope: anyio.CancelScope = await tg.start(
+                self._stream_pending, pending, ctx, send, start
+            )
+            try:
+                async with receive:
+                    async for result in receive:
+                        results[result.name] = result
+                        yield result
+            finally:
+                scope.cancel()
         finally:
-            scope.cancel()
+            if observer is not None and len(results) == len(plan):
+                page = PageResult(
+                    {s.name: results[s.name] for s in plan},
+                    version=self.keys.version,
+                    generated_at=time.time(),
+                    total_ms=(self._now() - start) * 1000,
+                    required=self._required,
+                )
+                observer.page_finished(token, self.keys.page, page)
 
     async def _stream_pending(
         self,
@@ -402,10 +452,13 @@ class Aggregator:
         except anyio.get_cancelled_exc_class():
             # The deadline, fail-fast, the consumer leaving or the aggregator
             # shutting down: a listener still gets one entry per section.
+            short = self._cut_short(section, old, ctx, start, run)
+            if self._observer is not None and section.name not in run.reported:
+                self._observer.section_finished(None, self.keys.page, short)
             with contextlib.suppress(
                 anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.WouldBlock
             ):
-                send.send_nowait(self._cut_short(section, old, ctx, start, run))
+                send.send_nowait(short)
             raise
         # The buffer holds every section, so this never waits (and a fail-fast
         # cancel, raised by this very section, cannot lose its result); the
@@ -502,6 +555,9 @@ class Aggregator:
             results[section.name] = SectionResult(
                 section.name, entry.payload, status, lookup_ms, None, False, decode
             )
+        if self._observer is not None:
+            for result in results.values():
+                self._observer.section_finished(None, self.keys.page, result)
         return pending
 
     async def _resolve(
@@ -518,20 +574,31 @@ class Aggregator:
         With fail-fast, a required section that ends with nothing to show
         cancels the rest of the page: it is a 503 whatever they return.
         """
+        observer = self._observer
+        token = None if observer is None else observer.section_started(self.keys.page, section.name)
         start = self._now()
-        if key is None:
-            attempt = await self._filler.call(section, ctx)
-            payload = self._filler.encode(section, attempt) if attempt.ok else None
-            status = CacheStatus.BYPASS
-        else:
-            # Bounded by the source's own timeout and by the page's deadline
-            # (the caller's scope); a follower of another caller's fetch too.
-            fill = await self._filler.fill(section, key, ctx)
-            attempt, payload = fill.attempt, fill.payload
-            status = CacheStatus.MISS
+        try:
+            if key is None:
+                attempt = await self._filler.call(section, ctx)
+                payload = self._filler.encode(section, attempt) if attempt.ok else None
+                status = CacheStatus.BYPASS
+            else:
+                # Bounded by the source's own timeout and by the page's deadline
+                # (the caller's scope); a follower of another caller's fetch too.
+                fill = await self._filler.fill(section, key, ctx)
+                attempt, payload = fill.attempt, fill.payload
+                status = CacheStatus.MISS
+        except anyio.get_cancelled_exc_class():
+            if observer is not None:  # told here, in the section's own task
+                run.reported.add(section.name)
+                short = self._cut_short(section, old, ctx, start, run)
+                observer.section_finished(token, self.keys.page, short)
+            raise
         elapsed_ms = (self._now() - start) * 1000
         result = self._result(section, attempt, payload, old, status, ctx, elapsed_ms)
         results[section.name] = result
+        if observer is not None:
+            observer.section_finished(token, self.keys.page, result)
         if run.fail_fast and section.required and result.unavailable and run.failed is None:
             run.failed = section.name
             assert run.stop is not None
@@ -591,6 +658,13 @@ class Aggregator:
         except Exception as exc:
             logger.exception("section %r: fallback: %s", section.name, encode_failure(exc))
             return None
+
+    def _breaker_hook(self, section: str) -> Callable[[BreakerState], None] | None:
+        observer = self._observer
+        if observer is None:
+            return None
+        page = self.keys.page
+        return lambda state: observer.breaker_changed(page, section, state)
 
     def breaker_state(self, section: str) -> BreakerState:
         """The state of a section's circuit breaker (``CLOSED`` when it has none)."""
@@ -665,3 +739,11 @@ def _not_a_context(ctx: object) -> TypeError:
     if isinstance(ctx, list | tuple | set | frozenset | str):
         message += "; sections are given by keyword: sections=[...]"
     return TypeError(message)
+
+
+def _watch(cache: Cache, executor: Executor, observer: Observer) -> None:
+    """Tell ``observer`` of the cache's health and the executor's abandoned threads."""
+    watch = getattr(cache, "watch_health", None)
+    if callable(watch):
+        watch(observer.cache_health)
+    executor.watch_abandoned(observer.thread_abandoned)

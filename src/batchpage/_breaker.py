@@ -46,11 +46,19 @@ class BreakerState(enum.Enum):
 class CircuitBreaker:
     """The mutable state of one section's breaker; time comes from ``clock``."""
 
-    __slots__ = ("_clock", "_failures", "_opened_at", "_trial_running", "policy")
+    __slots__ = ("_clock", "_failures", "_on_change", "_opened_at", "_trial_running", "policy")
 
-    def __init__(self, policy: BreakerPolicy, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        policy: BreakerPolicy,
+        clock: Callable[[], float],
+        *,
+        on_change: Callable[[BreakerState], object] | None = None,
+    ) -> None:
         self.policy = policy
         self._clock = clock
+        #: Told of each transition: opened, half-open (a trial call let through), closed.
+        self._on_change = on_change
         self._failures = 0
         self._opened_at: float | None = None
         self._trial_running = False
@@ -77,17 +85,24 @@ class CircuitBreaker:
         if state is BreakerState.OPEN or self._trial_running:
             return False
         self._trial_running = True
+        if self._on_change is not None:
+            self._on_change(BreakerState.HALF_OPEN)
         return True
 
     def record_success(self) -> None:
+        was_open = self._opened_at is not None
         self._failures = 0
         self._opened_at = None
         self._trial_running = False
+        if was_open and self._on_change is not None:
+            self._on_change(BreakerState.CLOSED)
 
     def record_failure(self) -> None:
         self._failures += 1
         if self._trial_running or self._failures >= self.policy.failure_threshold:
             self._opened_at = self._clock()
+            if self._on_change is not None:
+                self._on_change(BreakerState.OPEN)
         self._trial_running = False
 
     def release(self) -> None:

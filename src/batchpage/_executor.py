@@ -139,7 +139,13 @@ class Executor:
         self._now: Callable[[], float] = anyio.current_time
         self._stuck: dict[str, int] = {}
         self._stuck_lock = threading.Lock()
+        self._abandoned_listeners: list[Callable[[str], object]] = []
         self.stats = ExecutorStats()
+
+    def watch_abandoned(self, listener: Callable[[str], object]) -> None:
+        """Call ``listener(section)`` each time a worker thread is abandoned."""
+        if listener not in self._abandoned_listeners:
+            self._abandoned_listeners.append(listener)
 
     def _bind(self) -> None:
         # A limiter belongs to one event loop; an executor may outlive it
@@ -278,6 +284,8 @@ class Executor:
                 abandoned[0] = True
                 self.stats.threads_abandoned += 1
                 logger.warning("section %r: worker thread abandoned after timeout", name)
+                for listener in self._abandoned_listeners:
+                    listener(name)
             raise
         if isinstance(result, _Awaitable):
             # A plain function that returned a coroutine (``lambda ctx: fetch(ctx)``).

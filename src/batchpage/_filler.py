@@ -27,6 +27,7 @@ from ._context import RequestContext
 from ._entry import Entry
 from ._errors import ErrorCode, SectionError
 from ._executor import Attempt, Executor, circuit_open
+from ._observer import Observer, RefreshOutcome
 from ._section import Section
 from ._serializer import Serializer, encode_failure
 from ._singleflight import SingleFlight
@@ -68,12 +69,16 @@ class CacheFiller:
         serializer: Serializer,
         breakers: Mapping[str, CircuitBreaker],
         stats: AggregatorStats,
+        observer: Observer | None = None,
+        page: str = "",
     ) -> None:
         self.cache = cache
         self.executor = executor
         self.serializer = serializer
         self.breakers = breakers
         self.stats = stats
+        self.observer = observer
+        self.page = page
         self._flights: SingleFlight[str, Fill] = SingleFlight()
         self._refreshing: set[str] = set()
         self._idle: anyio.Event | None = None
@@ -191,9 +196,11 @@ class CacheFiller:
         breaker = self.breakers.get(section.name)
         if breaker is not None and not breaker.allows():
             self.stats.refreshes_skipped += 1
+            self._tell(section, RefreshOutcome.SKIPPED)
             return
         if len(self._refreshing) >= self.executor.max_background:
             self.stats.refreshes_dropped += 1
+            self._tell(section, RefreshOutcome.DROPPED)
             return
         if not self._refreshing:
             self._idle = anyio.Event()
@@ -205,17 +212,21 @@ class CacheFiller:
             token = await self.cache.try_lock(key, lock_ttl(section))
             if token is None:
                 self.stats.refreshes_skipped += 1
+                self._tell(section, RefreshOutcome.SKIPPED)
                 return
             try:
                 if await self._fresh_entry(key) is not None:  # refreshed meanwhile
                     self.stats.refreshes_skipped += 1
+                    self._tell(section, RefreshOutcome.SKIPPED)
                     return
                 self.stats.refreshes += 1
+                self._tell(section, RefreshOutcome.STARTED)
                 ctx = attrs.evolve(ctx, deadline=anyio.current_time() + section.timeout)
                 attempt = await self.call(section, ctx, background=True)
                 payload = self.encode(section, attempt) if attempt.ok else None
                 if payload is None:
                     self.stats.refresh_failures += 1
+                    self._tell(section, RefreshOutcome.FAILED)
                     logger.warning(
                         "section %r: background refresh failed (%s); still serving stale",
                         section.name,
@@ -223,6 +234,7 @@ class CacheFiller:
                     )
                     return
                 await self._store(section, key, payload, token)
+                self._tell(section, RefreshOutcome.REFRESHED)
             finally:
                 with anyio.CancelScope(shield=True):
                     await self.cache.unlock(key, token)
@@ -230,6 +242,10 @@ class CacheFiller:
             self._refreshing.discard(key)
             if not self._refreshing and self._idle is not None:
                 self._idle.set()
+
+    def _tell(self, section: Section, outcome: RefreshOutcome) -> None:
+        if self.observer is not None:
+            self.observer.refresh(self.page, section.name, outcome)
 
     async def settle(self) -> None:
         """Wait until the refreshes started so far have finished."""

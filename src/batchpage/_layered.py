@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Self
 
@@ -95,6 +95,10 @@ class LayeredCache:
         self._log.record("")
         self.stats.memory_flushes += 1
         self.memory.drop_prefix("")
+
+    def watch_health(self, listener: Callable[[str, bool], object]) -> None:
+        """Redis's health (memory is always there): see :meth:`RedisCache.watch_health`."""
+        self.redis.watch_health(listener)
 
     async def get_many(
         self, keys: Sequence[str], /, *, budget: float | None = None

@@ -199,6 +199,7 @@ class RedisCache:
         self._writes_down_until: float | None = None
         self._probing = False
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._health_listeners: list[Callable[[str, bool], object]] = []
         self._unlock_script = client.register_script(_UNLOCK_SCRIPT)
         self._set_script = client.register_script(_SET_IF_LOCKED_SCRIPT)
 
@@ -294,6 +295,18 @@ class RedisCache:
 
     # -- availability -------------------------------------------------------
 
+    def watch_health(self, listener: Callable[[str, bool], object]) -> None:
+        """Call ``listener("redis", healthy)`` when Redis is marked down, and when it is back."""
+        if listener not in self._health_listeners:
+            self._health_listeners.append(listener)
+
+    def _health(self, healthy: bool) -> None:
+        for listener in self._health_listeners:
+            try:
+                listener("redis", healthy)
+            except Exception:
+                logger.exception("redis health listener failed")
+
     @property
     def in_flight(self) -> int:
         """Commands running now, including those nobody waits for any more."""
@@ -363,6 +376,7 @@ class RedisCache:
         if self._down_until is not None:
             self._down_until = None
             logger.warning("redis is reachable again")
+            self._health(True)
         return task.result()
 
     def _within(self, seconds: float | None) -> float:
@@ -406,6 +420,7 @@ class RedisCache:
         self._down_until = self._monotonic() + self.backoff
         if was_up:
             self.stats.outages += 1
+            self._health(False)
             logger.warning(
                 "redis %s failed (%s: %s); skipping redis for %.3g s",
                 op,

@@ -13,6 +13,8 @@ those who plug something in:
   flight (the token of a lock marks a moment; a write after an invalidation
   of its key is refused);
 * :class:`KeyBuilder`: the layout of cache keys;
+* :class:`Observer` and :class:`RefreshOutcome`: hooks for metrics, traces
+  and logs (``batchpage.contrib.prometheus`` and ``.otel`` implement them);
 * :class:`Serializer`: the protocol of a value encoder (JSON text, always).
 """
 
@@ -24,6 +26,7 @@ from ._cache import Cache
 from ._entry import Entry, Freshness, check_json
 from ._invalidation import InvalidationLog
 from ._keys import KeyBuilder
+from ._observer import Observer, RefreshOutcome
 from ._serializer import Serializer
 
 __all__ = [
@@ -32,6 +35,8 @@ __all__ = [
     "Freshness",
     "InvalidationLog",
     "KeyBuilder",
+    "Observer",
+    "RefreshOutcome",
     "Serializer",
     "check_json",
 ]
