@@ -453,3 +453,38 @@ def test_rollout_of_anonymous_visitors(app: httpx.Client) -> None:
         "percentage": ROLLOUT_PERCENT,
         "enabled": True,
     }
+
+
+# -- metrics and traces -------------------------------------------------------
+
+
+def test_metrics_show_every_section_after_one_page(app: httpx.Client) -> None:
+    """/metrics (Prometheus text) has per-section series once a page was served."""
+    assert app.get("/homepage?limit=2").status_code == 200
+    response = app.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    text = response.text
+    assert 'batchpage_pages_total{page="homepage",status="200"}' in text
+    for name in SECTIONS:
+        assert (
+            f'batchpage_section_duration_seconds_count{{outcome="ok",page="homepage",section="{name}"}}'
+            in text
+        )
+        assert f'section="{name}",state="closed"}} 1.0' in text
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_tracing_prints_a_span_per_page_and_section(
+    framework: str, homepage_mongo: Any, tmp_path: Any
+) -> None:
+    """BATCHPAGE_OTEL=console: one page gives a page span and a span per section."""
+    from http_servers import app_environment, running_servers
+
+    env = app_environment(homepage_mongo, BATCHPAGE_OTEL="console")
+    server = AppServer(framework, env, tmp_path, label=f"{framework}-otel")  # type: ignore[arg-type]
+    with running_servers([server]), server.client() as client:
+        assert client.get("/homepage?limit=2").status_code == 200
+    log = server.log_path.read_text()
+    assert log.count('"name": "batchpage.page"') >= 1
+    assert log.count('"name": "batchpage.section"') >= len(SECTIONS)

@@ -40,6 +40,7 @@ def homepage_settings() -> Settings:
         rollout_poll=s.HOMEPAGE_ROLLOUT_POLL,
         faults=s.HOMEPAGE_FAULTS,
         now=s.HOMEPAGE_NOW,
+        otel=s.HOMEPAGE_OTEL,
     )
 
 

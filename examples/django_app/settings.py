@@ -59,3 +59,4 @@ HOMEPAGE_ROLLOUT_KEY: str = _ENV.rollout_key or DEFAULT_ROLLOUT_KEY
 HOMEPAGE_ROLLOUT_POLL: float = _ENV.rollout_poll  #: seconds
 HOMEPAGE_FAULTS: str = _ENV.faults  #: test hook; see examples.service.faults
 HOMEPAGE_NOW = _ENV.now  #: None: the real clock
+HOMEPAGE_OTEL: str = _ENV.otel  #: "console": print spans (BATCHPAGE_OTEL)

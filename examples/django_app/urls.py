@@ -14,6 +14,7 @@ urlpatterns = [
     path("homepage", get_only(views.homepage)),
     path("homepage/stream", get_only(views.homepage_stream)),
     path("rollout", get_only(views.rollout)),
+    path("metrics", get_only(views.metrics)),
     path("session", methods(GET=views.who, POST=views.sign_in, DELETE=views.sign_out)),
     path("products/featured", get_only(views.legacy_view("featuredProducts"))),
     path("products/new-arrivals", get_only(views.legacy_view("newArrivals"))),

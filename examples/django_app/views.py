@@ -88,6 +88,11 @@ async def rollout(request: HttpRequest) -> HttpResponse:
     return to_response(reply)
 
 
+async def metrics(request: HttpRequest) -> HttpResponse:
+    """This worker's Prometheus metrics (per section: times, cache statuses, breakers)."""
+    return to_response(_homepage(request).metrics_reply())
+
+
 async def who(request: HttpRequest) -> HttpResponse:
     """Who is signed in: ``{"userId": ...}`` (``null``: anonymous)."""
     return to_response(session_reply(current_user(request)))

@@ -146,6 +146,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         query = request.scope.get("query_string", b"")
         return to_response(rollout_reply(_homepage(request).rollout, user, query))
 
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics(request: Request) -> Response:
+        """This worker's Prometheus metrics (per section: times, cache statuses, breakers)."""
+        return to_response(_homepage(request).metrics_reply())
+
     @app.get("/session", **openapi.SESSION)
     async def who(user: str | None = User) -> Response:
         """Who is signed in: ``{"userId": ...}`` (``null``: anonymous)."""

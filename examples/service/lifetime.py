@@ -18,10 +18,13 @@ from datetime import datetime
 
 import anyio
 import attrs
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from batchpage import Aggregator, LayeredCache, MemoryCache, RedisCache, Rollout
 from batchpage.contrib.http import PageEndpoint, Reply
-from batchpage.extend import Cache
+from batchpage.contrib.otel import OpenTelemetryObserver
+from batchpage.contrib.prometheus import PrometheusObserver
+from batchpage.extend import Cache, Observer
 from examples.homepage.data import seed
 from examples.homepage.mongo import Database, EmbeddedMongo, connect
 from examples.homepage.sources import (
@@ -37,6 +40,7 @@ from .legacy import legacy_reply
 from .request import HOMEPAGE_PARAMS
 from .rollout_feed import RolloutFeed
 from .settings import Settings
+from .tracing import tracer_for
 
 logger = logging.getLogger("examples.service")
 
@@ -54,6 +58,14 @@ class Homepage:
     endpoint: PageEndpoint
     rollout: Rollout
     legacy_queries: Mapping[str, LegacyQuery]
+    metrics: PrometheusObserver
+
+    def metrics_reply(self) -> Reply:
+        """``GET /metrics``: this worker's metrics in Prometheus's text format."""
+        body = generate_latest(self.metrics.registry)
+        return Reply(
+            200, (("Content-Type", CONTENT_TYPE_LATEST), ("Cache-Control", "no-store")), body
+        )
 
     async def legacy(self, name: str | None, query: str | bytes, *, user_id: str | None) -> Reply:
         """A legacy endpoint's reply for the signed-in ``user_id`` (``name=None``: ``/offers``)."""
@@ -91,9 +103,21 @@ async def running(settings: Settings) -> AsyncIterator[Homepage]:
         cache: Cache | None = None
         if settings.redis_url:
             cache = LayeredCache(MemoryCache(), RedisCache.from_url(settings.redis_url))
+        # Each service its own registry: two apps in one process (tests) keep apart.
+        metrics = PrometheusObserver(registry=CollectorRegistry())
+        observers: list[Observer] = [metrics]
+        if settings.otel:
+            observers.append(OpenTelemetryObserver(tracer_for(settings.otel)))
         aggregator = await stack.enter_async_context(
-            Aggregator(sections, page="homepage", page_timeout=settings.page_timeout, cache=cache)
+            Aggregator(
+                sections,
+                page="homepage",
+                page_timeout=settings.page_timeout,
+                cache=cache,
+                observers=observers,
+            )
         )
+        metrics.watch(aggregator)
         rollout = Rollout(settings.rollout_percent, salt=settings.rollout_salt)
         if settings.redis_url:
             await _follow_rollout(stack, rollout, settings)
@@ -104,6 +128,7 @@ async def running(settings: Settings) -> AsyncIterator[Homepage]:
             endpoint=PageEndpoint(aggregator, params=HOMEPAGE_PARAMS),
             rollout=rollout,
             legacy_queries=legacy_queries(now=clock),
+            metrics=metrics,
         )
 
 

@@ -24,6 +24,8 @@ environment variable               default               meaning
                                                          for several workers or restarts
 ``BATCHPAGE_SESSION_MAX_AGE``      ``1209600``           seconds a sign-in lasts (14 days)
 ``BATCHPAGE_SESSION_SECURE``       ``0``                 ``1``: the cookie only over HTTPS
+``BATCHPAGE_OTEL``                 (off)                 ``console``: print a span per page and
+                                                         section (OpenTelemetry)
 =================================  ====================  ==========================================
 """
 
@@ -72,6 +74,11 @@ def _check_max_age(_: object, __: attrs.Attribute[int], value: int) -> None:
         raise SettingsError(f"session_max_age must be a positive number of seconds, got {value!r}")
 
 
+def _check_otel(_: object, __: attrs.Attribute[str], value: str) -> None:
+    if value not in ("", "console"):
+        raise SettingsError(f"otel must be empty (off) or 'console', got {value!r}")
+
+
 def _check_now(_: object, __: attrs.Attribute[datetime | None], value: datetime | None) -> None:
     if value is not None and (not isinstance(value, datetime) or value.tzinfo is None):
         raise SettingsError(f"now must be a timezone-aware datetime, got {value!r}")
@@ -99,6 +106,7 @@ class Settings:
     session_secret: str | None = None
     session_max_age: int = attrs.field(default=14 * 24 * 3600, validator=_check_max_age)
     session_secure: bool = False  #: send the cookie over HTTPS only
+    otel: str = attrs.field(default="", validator=_check_otel)  #: "" (off) or "console"
 
     @property
     def embedded(self) -> bool:
@@ -155,6 +163,7 @@ class Settings:
             session_secret=text("BATCHPAGE_SESSION_SECRET"),
             session_max_age=integer("BATCHPAGE_SESSION_MAX_AGE", 14 * 24 * 3600),
             session_secure=(text("BATCHPAGE_SESSION_SECURE") or "0") in {"1", "true", "yes"},
+            otel=text("BATCHPAGE_OTEL") or "",
         )
 
 
