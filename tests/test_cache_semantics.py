@@ -480,3 +480,24 @@ def test_memory_cache_arguments_that_could_keep_nothing_are_refused(
     """A byte bound under one entry's overhead, or a clock that is no clock, fails here."""
     with pytest.raises(error, match=message):
         MemoryCache(**kwargs)
+
+
+async def test_a_failing_scope_function_serves_its_section_uncached(
+    fake_clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A custom scope that raises: the section is fetched and served, not cached, and logged."""
+
+    def by_locale(ctx: RequestContext) -> str:
+        return str(ctx.params["locale"])  # KeyError without it
+
+    source = Counter()
+    section = Section(name="a", source=source, cache=POLICY, scope=by_locale)
+    async with Aggregator([section], page="semantics", cache=MemoryCache(clock=fake_clock)) as agg:
+        first = await agg.fetch()
+        second = await agg.fetch()
+        localised = await agg.fetch(RequestContext(params={"locale": "fr"}))
+    assert first.status_code == second.status_code == 200
+    assert (first.results["a"].cache, second.results["a"].cache) == (CacheStatus.BYPASS,) * 2
+    assert source.calls == 3
+    assert localised.results["a"].cache is CacheStatus.MISS
+    assert "scope function failed" in caplog.text

@@ -853,3 +853,24 @@ async def test_django_lifespan_leaves_a_handled_sigterm_alone() -> None:
         assert driver.types == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+async def test_stream_lines_keep_the_stored_json_exactly() -> None:
+    """A stream line carries the section's stored bytes: an exact decimal keeps its digits."""
+    from decimal import Decimal
+
+    exact = Decimal("0.1000000000000000000000001")
+    sections = [Section(name="price", source=Recorder({"price": exact}))]
+    async with Aggregator(sections, page="contrib-http") as agg:
+        reply = PageEndpoint(agg).open_stream(b"")
+        assert isinstance(reply, StreamReply)
+        raw = [line async for line in reply.chunks]
+        page = await agg.fetch()
+    assert b'"data":{"price":0.1000000000000000000000001}' in raw[0]
+    line = json.loads(raw[0], parse_float=Decimal)
+    assert line["data"]["price"] == exact
+    assert json.loads(raw[0]) == {
+        **page.results["price"].to_dict(),
+        "timingMs": json.loads(raw[0])["timingMs"],
+    }
+    assert dict(reply.headers)["Vary"] == "Cookie"

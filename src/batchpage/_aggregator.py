@@ -290,6 +290,19 @@ class Aggregator:
         assert callable(scope)
         return "c" + escape(str(scope(ctx)))
 
+    def _key(self, section: Section, ctx: RequestContext, params: str) -> str | None:
+        """The section's key, or ``None`` (not cached this time) if its scope function fails.
+
+        A scope decides whose entry a value is: without it the value is
+        fetched and served, never shared. One failing section never fails the page.
+        """
+        try:
+            scope = self.scope_part(section, ctx)
+        except Exception:
+            logger.exception("section %r: scope function failed; not cached", section.name)
+            return None
+        return self.keys.key(section.name, scope, params)
+
     def key_for(self, section: Section, ctx: RequestContext) -> str:
         """The cache key of ``section`` for this request."""
         return self.keys.key(section.name, self.scope_part(section, ctx), ctx.params_key)
@@ -504,10 +517,7 @@ class Aggregator:
         if keys is not None:
             return keys
         params = ctx.params_key
-        built: list[str | None] = [
-            None if s.cache is None else self.keys.key(s.name, self.scope_part(s, ctx), params)
-            for s in plan
-        ]
+        built = [None if s.cache is None else self._key(s, ctx, params) for s in plan]
         custom = any(s.cache is not None and not isinstance(s.scope, Scope) for s in plan)
         if not custom and (user is None or len(user) <= _MEMO_MAX_USER):
             if len(self._key_memo) >= 4096:

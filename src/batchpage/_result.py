@@ -76,6 +76,30 @@ class SectionResult:
             "timingMs": round(self.elapsed_ms, 1),
         }
 
+    def to_json(self) -> bytes:
+        """:meth:`to_dict` as bytes, with the section's stored JSON as it is.
+
+        Not decoded and encoded again: a value such as an exact decimal keeps
+        every digit, as it does in :meth:`PageResult.to_json`.
+        """
+        error = b"null" if self.error is None else _compact(self.error.to_dict())
+        # Section names are validated to need no JSON escaping.
+        return b"".join(
+            (
+                b'{"section":"',
+                self.name.encode(),
+                b'","data":',
+                self.encoded,
+                b',"error":',
+                error,
+                b',"cache":"',
+                self.cache.value.encode(),
+                b'","timingMs":',
+                repr(round(self.elapsed_ms, 1)).encode(),
+                b"}",
+            )
+        )
+
     def __repr__(self) -> str:
         return (
             f"SectionResult({self.name!r}, cache={self.cache.value}, "
@@ -221,6 +245,10 @@ class PageResult:
             f"PageResult(status={self.status_code}, sections={list(self.results)}, "
             f"errors={len(self.errors)})"
         )
+
+
+def _compact(value: Any) -> bytes:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 _json_strs: dict[str, str] = {}

@@ -168,17 +168,21 @@ async def stream_response(
     return to_response(reply)
 
 
-def error_view(status: int) -> Callable[..., HttpResponse]:
-    """A URLconf error handler: the one JSON error shape instead of Django's HTML page.
+def error_view(status: int, *, allow: str | None = None) -> Callable[..., HttpResponse]:
+    """An error view: the one JSON error shape instead of Django's HTML page.
 
     In the URLconf::
 
         handler400 = error_view(400)  # a request Django refused (SuspiciousOperation)
         handler404 = error_view(404)  # no route
+
+    and, for a method a view does not take, ``error_view(405, allow="GET")(request)``
+    (with the ``Allow`` header). The page views answer any method they are
+    routed: route only GET to them.
     """
 
     def view(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
-        return to_response(http_error_reply(status))
+        return to_response(http_error_reply(status, allow=allow))
 
     return view
 

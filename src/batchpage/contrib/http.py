@@ -565,12 +565,13 @@ class PageEndpoint:
             ("Content-Type", NDJSON),
             ("Cache-Control", _NO_STORE),
             ("X-Accel-Buffering", "no"),  # proxies must pass each line on at once
+            *self._vary,
         )
         return StreamReply(200, headers, self.ndjson(request))
 
     async def ndjson(self, request: PageRequest) -> AsyncGenerator[bytes, None]:
-        """One line per section as it completes (:meth:`SectionResult.to_dict`), then
-        ``{"errors", "metadata", "status"}``."""
+        """One line per section as it completes (:meth:`SectionResult.to_json`: the
+        section's stored JSON, not re-encoded), then ``{"errors", "metadata", "status"}``."""
         agg = self.aggregator
         start = time.perf_counter()
         results: dict[str, SectionResult] = {}
@@ -578,7 +579,7 @@ class PageEndpoint:
         async with contextlib.aclosing(stream) as sections:
             async for result in sections:
                 results[result.name] = result
-                yield _dumps(result.to_dict()) + b"\n"
+                yield result.to_json() + b"\n"
         plan = agg.plan(request.sections)
         page = PageResult(
             {s.name: results[s.name] for s in plan if s.name in results},
