@@ -12,6 +12,9 @@ all of that in reverse order.
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import os
+import signal
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import datetime
@@ -118,6 +121,11 @@ async def running(settings: Settings) -> AsyncIterator[Homepage]:
             )
         )
         metrics.watch(aggregator)
+        parent = multiprocessing.parent_process()
+        if parent is not None:  # a server's worker process (uvicorn --workers, hypercorn)
+            orphans = await stack.enter_async_context(anyio.create_task_group())
+            stack.callback(orphans.cancel_scope.cancel)
+            orphans.start_soon(_end_when_orphaned, parent)
         rollout = Rollout(settings.rollout_percent, salt=settings.rollout_salt)
         if settings.redis_url:
             await _follow_rollout(stack, rollout, settings)
@@ -130,6 +138,23 @@ async def running(settings: Settings) -> AsyncIterator[Homepage]:
             legacy_queries=legacy_queries(now=clock),
             metrics=metrics,
         )
+
+
+#: Seconds between two looks at the worker's parent.
+PARENT_POLL = 0.5
+
+
+async def _end_when_orphaned(parent: multiprocessing.process.BaseProcess) -> None:
+    """A worker whose server process died (SIGKILL) ends itself, as a SIGTERM would.
+
+    uvicorn's and hypercorn's workers would otherwise serve on, orphaned, and
+    keep what they started. SIGTERM makes the worker shut down gracefully,
+    so this lifetime's exit runs.
+    """
+    while parent.is_alive():  # noqa: ASYNC110 - no event to wait on (anyio < 4.7)
+        await anyio.sleep(PARENT_POLL)
+    logger.warning("the server process %s died: this worker ends", parent.pid)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 async def _follow_rollout(stack: AsyncExitStack, rollout: Rollout, settings: Settings) -> None:
