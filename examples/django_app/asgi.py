@@ -40,6 +40,8 @@ def homepage_settings() -> Settings:
         rollout_poll=s.HOMEPAGE_ROLLOUT_POLL,
         faults=s.HOMEPAGE_FAULTS,
         now=s.HOMEPAGE_NOW,
+        cdn_max_age=s.HOMEPAGE_CDN_MAX_AGE,
+        cdn_stale_while_revalidate=s.HOMEPAGE_CDN_SWR,
     )
 
 
