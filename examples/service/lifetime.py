@@ -73,7 +73,13 @@ class Homepage:
     async def legacy(self, name: str | None, query: str | bytes, *, user_id: str | None) -> Reply:
         """A legacy endpoint's reply for the signed-in ``user_id`` (``name=None``: ``/offers``)."""
         return await legacy_reply(
-            self.db, self.legacy_queries, name, query, user_id=user_id, time_limit=LEGACY_TIMEOUT
+            self.db,
+            self.legacy_queries,
+            name,
+            query,
+            user_id=user_id,
+            time_limit=LEGACY_TIMEOUT,
+            public=self.settings.public_cache_control,
         )
 
 
@@ -133,7 +139,12 @@ async def running(settings: Settings) -> AsyncIterator[Homepage]:
             settings=settings,
             db=db,
             aggregator=aggregator,
-            endpoint=PageEndpoint(aggregator, params=HOMEPAGE_PARAMS),
+            endpoint=PageEndpoint(
+                aggregator,
+                params=HOMEPAGE_PARAMS,
+                max_age=settings.cdn_max_age,
+                stale_while_revalidate=settings.cdn_stale_while_revalidate,
+            ),
             rollout=rollout,
             legacy_queries=legacy_queries(now=clock),
             metrics=metrics,
