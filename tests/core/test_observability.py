@@ -30,8 +30,7 @@ from batchpage import (
 from batchpage.contrib.otel import OpenTelemetryObserver
 from batchpage.contrib.prometheus import PrometheusObserver
 from batchpage.extend import Observer, RefreshOutcome
-from conftest import FakeClock
-from helpers import Recorder
+from helpers import FakeClock, Recorder
 
 pytestmark = pytest.mark.anyio
 

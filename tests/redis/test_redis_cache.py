@@ -6,13 +6,13 @@ import logging
 
 import anyio
 import pytest
-import redis
 import redis.asyncio
 from redis.crc import key_slot
 
+import redis
 from batchpage import CachePolicy, RedisCache
 from batchpage.extend import Entry
-from conftest import FakeClock
+from helpers import FakeClock
 from redis_server import RedisServer, Ticker, calls_between, eventually
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis]
