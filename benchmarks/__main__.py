@@ -11,7 +11,7 @@ import sys
 
 import anyio
 
-from . import bench_cache, bench_executor, bench_http, bench_redis
+from . import bench_cache, bench_executor, bench_http, bench_redis, bench_workers
 
 
 async def main(quick: bool) -> int:
@@ -21,6 +21,7 @@ async def main(quick: bool) -> int:
         ("cache", bench_cache),
         ("redis", bench_redis),
         ("http", bench_http),
+        ("workers", bench_workers),
     ]:
         print(f"\n[{title}]")
         for row in await module.run(quick):

@@ -117,8 +117,11 @@ def redis_server() -> Iterator[str]:
 class AppServer:
     """The FastAPI homepage under uvicorn, configured only by its environment."""
 
-    def __init__(self, label: str, env: Mapping[str, str], log_dir: Path) -> None:
+    def __init__(
+        self, label: str, env: Mapping[str, str], log_dir: Path, *, workers: int = 1
+    ) -> None:
         self.label = label
+        self.workers = workers
         self.env = dict(env)
         self.log_path = log_dir / f"{label}.log"
         self.port = free_port()
@@ -130,8 +133,22 @@ class AppServer:
 
     def start(self) -> None:
         with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(
+            # Several workers the way users start them (examples.serve sets the
+            # TCP_NODELAY that uvicorn's own --workers socket lacks).
+            command = (
                 [
+                    sys.executable,
+                    "-m",
+                    "examples.serve",
+                    "--host",
+                    HOST,
+                    "--port",
+                    str(self.port),
+                    "--workers",
+                    str(self.workers),
+                ]
+                if self.workers > 1
+                else [
                     sys.executable,
                     "-m",
                     "uvicorn",
@@ -144,7 +161,10 @@ class AppServer:
                     "--log-level",
                     "warning",
                     "--no-access-log",
-                ],
+                ]
+            )
+            self.process = subprocess.Popen(
+                command,
                 cwd=ROOT,
                 env=self.env,
                 stdin=subprocess.DEVNULL,
@@ -193,13 +213,18 @@ def app_environment(**settings: str) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def app_servers(envs: Mapping[str, Mapping[str, str]]) -> Iterator[dict[str, AppServer]]:
+def app_servers(
+    envs: Mapping[str, Mapping[str, str]], *, workers: int = 1
+) -> Iterator[dict[str, AppServer]]:
     """One server per ``label: environment``, started together; all stopped afterwards."""
     with (
         tempfile.TemporaryDirectory(prefix="bench-apps-") as log_dir,
         contextlib.ExitStack() as stack,
     ):
-        servers = {label: AppServer(label, env, Path(log_dir)) for label, env in envs.items()}
+        servers = {
+            label: AppServer(label, env, Path(log_dir), workers=workers)
+            for label, env in envs.items()
+        }
         for server in servers.values():
             stack.callback(server.stop)
             server.start()

@@ -19,6 +19,7 @@ import sys
 
 import anyio
 import uvicorn
+from uvicorn.supervisors import Multiprocess
 
 from examples.fastapi_app.app import create_app
 from examples.service.settings import Settings, SettingsError
@@ -116,7 +117,7 @@ def serve_workers(host: str, port: int, settings: Settings, workers: int) -> Non
 
             anyio.run(seed_once)
         print(_banner(f"http://{host}:{port}", settings) + f"({workers} workers)\n", flush=True)
-        uvicorn.run(
+        config = uvicorn.Config(
             "examples.fastapi_app.app:create_app",
             factory=True,
             host=host,
@@ -125,6 +126,13 @@ def serve_workers(host: str, port: int, settings: Settings, workers: int) -> Non
             log_level="warning",
             lifespan="on",
         )
+        # What uvicorn.run does for workers, plus TCP_NODELAY on the listening
+        # socket (accepted sockets inherit it): uvicorn binds a socket whose
+        # protocol reads 0, so asyncio does not set TCP_NODELAY on connections,
+        # and a keep-alive request then waits ~40 ms for a delayed ACK.
+        sock = config.bind_socket()
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        Multiprocess(config, sockets=[sock]).run()
 
 
 def main(argv: list[str] | None = None) -> int:

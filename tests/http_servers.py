@@ -60,8 +60,13 @@ def command(
     ``access_log`` (uvicorn only) logs every request the server answers, for
     :meth:`AppServer.requests`.
     """
+    if framework == "fastapi" and workers > 1:
+        # As ./scripts/run --workers N starts them: examples.serve sets the
+        # TCP_NODELAY that uvicorn's own --workers socket lacks (without it a
+        # keep-alive request waits ~40 ms for a delayed ACK).
+        serve = [sys.executable, "-m", "examples.serve", "--host", HOST, "--port", str(port)]
+        return [*serve, "--workers", str(workers)]
     if framework == "fastapi":
-        many = ["--workers", str(workers)] if workers > 1 else []
         logging = ["--log-level", "info"] if access_log else ["--log-level", "warning"]
         return [
             sys.executable,
@@ -75,7 +80,6 @@ def command(
             str(port),
             *logging,
             *([] if access_log else ["--no-access-log"]),
-            *many,
         ]
     return [
         sys.executable,
