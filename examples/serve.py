@@ -5,6 +5,12 @@ environment says otherwise (see :mod:`examples.service.settings`): an
 nx-27017 MongoDB-compatible server on a free loopback port, seeded with
 deterministic data, and an in-memory cache. Once it answers, the URL and a
 few ``curl`` commands are printed. Ctrl-C stops it, and everything it started.
+
+It serves the demo page at ``/`` with the demo's run-time fault switch on
+(``/demo/faults``, see :mod:`examples.service.demo`), so the page can break
+a section; ``--no-demo-faults`` (or ``BATCHPAGE_DEMO_FAULTS=0``) turns it
+off. The switch lets anyone who reaches the server break its page: keep it
+on loopback, and off in production.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import socket
 import sys
 
 import anyio
+import attrs
 import uvicorn
 from uvicorn.supervisors import Multiprocess
 
@@ -35,6 +42,13 @@ def _parser() -> argparse.ArgumentParser:
         default=1,
         help="worker processes (default 1); with more, one embedded MongoDB is shared by all",
     )
+    parser.add_argument(
+        "--demo-faults",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="the demo page's fault switch, /demo/faults (default: on, unless "
+        "BATCHPAGE_DEMO_FAULTS=0)",
+    )
     return parser
 
 
@@ -48,17 +62,26 @@ def _positive(text: str) -> int:
 def _banner(base: str, settings: Settings) -> str:
     mongo = "embedded nx-27017, seeded" if settings.embedded else "MONGODB_URL"
     cache = "memory + Redis (REDIS_URL)" if settings.redis_url else "memory"
+    switch = (
+        f"on: POST {base}/demo/faults can break a section (--no-demo-faults turns it off)"
+        if settings.demo_faults
+        else "off (--demo-faults turns it on)"
+    )
     return "\n".join(
         [
             "",
             f"batchpage homepage on {base}  (MongoDB: {mongo}; cache: {cache})",
             "",
             f"  curl -s '{base}/homepage?limit=3'",
-            f"  curl -si '{base}/homepage?userId=u1&limit=3'",
             f"  curl -sN '{base}/homepage/stream?limit=3'",
             f"  curl -s '{base}/products/featured?limit=3'   # one of the six legacy calls",
-            f"  curl -s '{base}/rollout?userId=u1'",
-            f"  open {base}/ in a browser for the demo page",
+            f"  curl -s -c jar -H 'Content-Type: application/json' -d '{{\"userId\": \"u1\"}}' "
+            f"'{base}/session'   # sign in",
+            f"  curl -si -b jar '{base}/homepage?limit=3'   # u1's page (private)",
+            f"  curl -s -H 'X-Simulated-Latency-Ms: 300' '{base}/homepage?limit=3'   # simulated",
+            "",
+            f"  open {base}/ in a browser for the demo page: six calls vs one batch vs the stream",
+            f"  demo fault switch {switch}",
             "",
             "Ctrl-C to stop.",
             "",
@@ -98,6 +121,8 @@ def serve_workers(host: str, port: int, settings: Settings, workers: int) -> Non
     from examples.homepage.mongo import EmbeddedMongo, connect
 
     env = os.environ
+    # Each worker reads its settings from the environment: carry the switch.
+    env["BATCHPAGE_DEMO_FAULTS"] = "1" if settings.demo_faults else "0"
     if not settings.session_secret:
         env["BATCHPAGE_SESSION_SECRET"] = secrets.token_urlsafe(32)
     with contextlib.ExitStack() as stack:
@@ -141,6 +166,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("batchpage").setLevel(logging.WARNING)
     try:
         settings = Settings.from_env(os.environ)
+        if args.demo_faults is not None:
+            settings = attrs.evolve(settings, demo_faults=args.demo_faults)
+        elif "BATCHPAGE_DEMO_FAULTS" not in os.environ:
+            settings = attrs.evolve(settings, demo_faults=True)  # the demo page's switch
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -58,4 +58,10 @@ from redis_server import (  # noqa: E402
 pytest_plugins = ["mongo_server"]
 
 # The example apps under real HTTP servers (tests/http_servers.py).
-from http_servers import faulty_http_apps, http_apps, redis_http_app  # noqa: E402, F401
+from http_servers import (  # noqa: E402
+    demo_app,  # noqa: F401
+    demo_http_apps,  # noqa: F401
+    faulty_http_apps,  # noqa: F401
+    http_apps,  # noqa: F401
+    redis_http_app,  # noqa: F401
+)

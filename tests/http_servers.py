@@ -3,8 +3,9 @@
 Each server is a subprocess on a free loopback port, configured only
 through its environment, as in production: ``MONGODB_URL`` points at the
 session's seeded MongoDB (``homepage_mongo``), the flash-sale clock is
-pinned to the seed's "now", and ``BATCHPAGE_EXAMPLE_FAULTS`` makes a second
-pair of servers misbehave. Servers of a pair start concurrently; a fixture
+pinned to the seed's "now", ``BATCHPAGE_EXAMPLE_FAULTS`` makes a second
+pair of servers misbehave, and a third pair has the demo page's run-time
+fault switch (``BATCHPAGE_DEMO_FAULTS=1``). Servers of a pair start concurrently; a fixture
 waits until each answers ``/rollout``, and stops them (SIGTERM, then
 SIGKILL) at the end of the session. Tests speak HTTP to them with httpx.
 """
@@ -274,6 +275,45 @@ def faulty_http_apps(
     )
     with running_servers(servers) as running:
         yield {s.framework: s for s in running.values()}
+
+
+@pytest.fixture(scope="session")
+def demo_http_apps(
+    homepage_mongo: SeededMongo, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, AppServer]]:
+    """Both apps with the demo's fault switch on (``/demo/faults``): ``{"fastapi": ..., ...}``.
+
+    The switch is per server and outlives a test: a test that breaks a
+    section mends it (:func:`mend_all`).
+    """
+    servers = pair(
+        homepage_mongo,
+        tmp_path_factory.mktemp("demo-apps"),
+        suffix="-demo",
+        BATCHPAGE_DEMO_FAULTS="1",
+    )
+    with running_servers(servers) as running:
+        yield {s.framework: s for s in running.values()}
+
+
+@pytest.fixture(params=FRAMEWORKS)
+def demo_app(
+    request: pytest.FixtureRequest, demo_http_apps: dict[str, AppServer]
+) -> Iterator[AppServer]:
+    """One demo server, every fault mended before and after the test (FastAPI, then Django)."""
+    server = demo_http_apps[request.param]
+    mend_all(server)
+    yield server
+    mend_all(server)
+
+
+def mend_all(server: AppServer) -> None:
+    """Switch every fault of a demo server off."""
+    with server.client() as client:
+        faults = client.get("/demo/faults").json()["faults"]
+        for section in faults:
+            response = client.post("/demo/faults", json={"section": section, "fault": "none"})
+            assert response.status_code == 200, response.text
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,9 @@ the rollout feed are started and stopped by
 :class:`batchpage.contrib.django.Lifespan` around it. Serve it with an ASGI
 server that runs the lifespan (uvicorn's ``--lifespan auto`` default,
 hypercorn); the views answer 500 if it never ran.
+
+Outermost is :class:`examples.service.demo.SimulatedLatency`, as in the
+FastAPI app: a request with ``X-Simulated-Latency-Ms`` is answered that late.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from django.conf import settings as django_settings  # type: ignore[import-untyp
 from django.core.asgi import get_asgi_application  # type: ignore[import-untyped]
 
 from batchpage.contrib.django import Lifespan
+from examples.service.demo import SimulatedLatency
 from examples.service.lifetime import Homepage, running
 from examples.service.settings import Settings
 
@@ -39,6 +43,7 @@ def homepage_settings() -> Settings:
         rollout_key=s.HOMEPAGE_ROLLOUT_KEY,
         rollout_poll=s.HOMEPAGE_ROLLOUT_POLL,
         faults=s.HOMEPAGE_FAULTS,
+        demo_faults=s.HOMEPAGE_DEMO_FAULTS,
         now=s.HOMEPAGE_NOW,
         otel=s.HOMEPAGE_OTEL,
         cdn_max_age=s.HOMEPAGE_CDN_MAX_AGE,
@@ -52,4 +57,4 @@ async def homepage_lifetime() -> AsyncIterator[Homepage]:
         yield homepage
 
 
-application = Lifespan(get_asgi_application(), homepage_lifetime)
+application = SimulatedLatency(Lifespan(get_asgi_application(), homepage_lifetime))

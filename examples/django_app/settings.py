@@ -58,6 +58,8 @@ HOMEPAGE_ROLLOUT_PERCENT: float = _ENV.rollout_percent
 HOMEPAGE_ROLLOUT_KEY: str = _ENV.rollout_key or DEFAULT_ROLLOUT_KEY
 HOMEPAGE_ROLLOUT_POLL: float = _ENV.rollout_poll  #: seconds
 HOMEPAGE_FAULTS: str = _ENV.faults  #: test hook; see examples.service.faults
+#: /demo/faults, the demo page's run-time fault switch; see examples.service.demo
+HOMEPAGE_DEMO_FAULTS: bool = _ENV.demo_faults
 HOMEPAGE_NOW = _ENV.now  #: None: the real clock
 HOMEPAGE_OTEL: str = _ENV.otel  #: "console": print spans (BATCHPAGE_OTEL)
 HOMEPAGE_CDN_MAX_AGE: int = _ENV.cdn_max_age  #: max-age of public answers, seconds

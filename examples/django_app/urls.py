@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from django.urls import path  # type: ignore[import-untyped]  # Django ships no types
+from django.conf import settings  # type: ignore[import-untyped]  # Django ships no types
+from django.urls import path  # type: ignore[import-untyped]
 
 from batchpage.contrib.django import error_view
 
@@ -22,6 +23,10 @@ urlpatterns = [
     path("events/featured", get_only(views.legacy_view("featuredEvents"))),
     path("offers", get_only(views.offers)),
 ]
+if settings.HOMEPAGE_DEMO_FAULTS:  # the demo's run-time fault switch: off unless asked for
+    urlpatterns.append(
+        path("demo/faults", methods(GET=views.demo_faults, POST=views.set_demo_fault))
+    )
 
 # No route, or a request Django refused: the JSON error shape, not an HTML page.
 handler400 = error_view(400)

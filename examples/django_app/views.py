@@ -135,6 +135,19 @@ async def offers(request: HttpRequest) -> HttpResponse:
     return to_response(reply)
 
 
+async def demo_faults(request: HttpRequest) -> HttpResponse:
+    """Which sections the demo's fault switch breaks now, and their circuit breakers."""
+    return to_response(_homepage(request).demo_faults())
+
+
+async def set_demo_fault(request: HttpRequest) -> HttpResponse:
+    """Break one section, or mend it: ``{"section": ..., "fault": "error|hang|none"}``."""
+    reply = await _homepage(request).set_demo_fault(
+        request.body, request.headers.get("Content-Type")
+    )
+    return to_response(reply)
+
+
 async def demo(request: HttpRequest) -> HttpResponse:
     """The demo page, which calls /homepage and /homepage/stream."""
     return HttpResponse(DEMO_PAGE.read_bytes(), content_type="text/html; charset=utf-8")

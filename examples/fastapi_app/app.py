@@ -24,11 +24,17 @@ route                               answer
 ``GET|POST|DELETE /session``        who is signed in; demo sign-in ``{"userId"}``
                                     (a signed, HttpOnly cookie); sign-out
 ``GET /``                           the demo page (``examples/demo/index.html``)
+``GET|POST /demo/faults``           only with ``BATCHPAGE_DEMO_FAULTS=1``: the demo's
+                                    run-time fault switch
+                                    (:mod:`examples.service.demo`)
 ``GET /bench/bare``                 only with ``BATCHPAGE_BENCH_BARE=1``: see below
 ``GET /debug/vitals``               only with ``BATCHPAGE_DEBUG_VITALS=1``: this
                                     worker's tasks, threads, sockets, memory and
                                     counters (:mod:`examples.service.vitals`)
 ==================================  =============================================
+
+Every route honours ``X-Simulated-Latency-Ms: <0..2000>``: the answer comes
+that many ms late, marked ``no-store`` (:class:`examples.service.demo.SimulatedLatency`).
 
 ``BATCHPAGE_BENCH_BARE=1`` (off by default) adds ``GET /bench/bare`` for
 ``benchmarks/bench_http.py``: a bare FastAPI endpoint that answers the bytes
@@ -50,6 +56,7 @@ from fastapi.responses import HTMLResponse
 from starlette.exceptions import HTTPException
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.responses import Response
+from starlette.routing import Route
 
 from batchpage import InvalidParameter
 from batchpage.contrib.fastapi import (
@@ -58,8 +65,9 @@ from batchpage.contrib.fastapi import (
     stream_response,
     to_response,
 )
-from batchpage.contrib.http import error_reply, json_reply
+from batchpage.contrib.http import error_reply, http_error_reply, json_reply
 from examples.fastapi_app import openapi
+from examples.service.demo import SimulatedLatency
 from examples.service.legacy import PATHS
 from examples.service.lifetime import Homepage, running
 from examples.service.request import (
@@ -118,7 +126,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url=None,
         redoc_url=None,
         redirect_slashes=False,
-        exception_handlers={HTTPException: http_error_response},
+        exception_handlers={HTTPException: _http_error},
     )
     # A signed (not encrypted), HttpOnly, SameSite=Lax cookie holding the user id.
     app.add_middleware(
@@ -129,6 +137,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         same_site="lax",
         https_only=settings.session_secure,
     )
+    # Outermost: a simulated network delay is paid before anything else runs.
+    app.add_middleware(SimulatedLatency)
 
     @app.get("/homepage", **openapi.HOMEPAGE)
     async def homepage(request: Request, user: str | None = User) -> Response:
@@ -186,6 +196,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         """The demo page, which calls /homepage and /homepage/stream."""
         return HTMLResponse(DEMO_PAGE.read_bytes())
 
+    if settings.demo_faults:
+        _add_demo_faults(app)
     if os.environ.get(BENCH_BARE_ENV) == "1":
         _add_bench_bare(app)
     if os.environ.get(VITALS_ENV) == "1":
@@ -196,6 +208,48 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return to_response(json_reply(200, vitals(_homepage(request))))
 
     return app
+
+
+#: The order ``Allow`` lists methods in, as the Django app's views do.
+_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """404 and 405 in the error shape; a 405's ``Allow`` names every method of the path.
+
+    Starlette's own 405 names only the first route of the path (``GET`` for
+    ``/session``, which takes ``POST`` and ``DELETE`` too); the Django app
+    names them all, and so does this.
+    """
+    if isinstance(exc, HTTPException) and exc.status_code == 405:
+        path = request.scope.get("path", "")
+        methods = {
+            method
+            for route in request.app.routes
+            if isinstance(route, Route) and route.path_regex.fullmatch(path)
+            for method in route.methods or ()
+        }
+        allow = ", ".join(m for m in _METHODS if m in methods)
+        if allow:
+            return to_response(http_error_reply(405, allow=allow))
+    return await http_error_response(request, exc)
+
+
+def _add_demo_faults(app: FastAPI) -> None:
+    """``GET|POST /demo/faults``: the demo page's run-time fault switch."""
+
+    @app.get("/demo/faults", **openapi.DEMO_FAULTS)
+    async def demo_faults(request: Request) -> Response:
+        """Which sections the demo's fault switch breaks now, and their circuit breakers."""
+        return to_response(_homepage(request).demo_faults())
+
+    @app.post("/demo/faults", **openapi.SET_DEMO_FAULT)
+    async def set_demo_fault(request: Request) -> Response:
+        """Break one section, or mend it: ``{"section": ..., "fault": "error|hang|none"}``."""
+        reply = await _homepage(request).set_demo_fault(
+            await request.body(), request.headers.get("content-type")
+        )
+        return to_response(reply)
 
 
 def _add_bench_bare(app: FastAPI) -> None:

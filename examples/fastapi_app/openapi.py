@@ -165,3 +165,38 @@ SIGN_IN: Final = _route(
         }
     }
 }
+
+FAULTS_ANSWER: Final = _object(
+    "faults",
+    "breakers",
+    faults={"type": "object", "additionalProperties": _STRING},
+    breakers={"type": "object", "additionalProperties": {"enum": ["closed", "open", "half-open"]}},
+)
+_FAULTS_200: Final = {
+    200: {"description": "the switch's faults now", "content": _content(JSON, FAULTS_ANSWER)}
+}
+DEMO_FAULTS: Final = _route([], _FAULTS_200)
+SET_DEMO_FAULT: Final = _route(
+    [],
+    {
+        **_FAULTS_200,
+        **_BAD_INPUT,
+        415: {"description": "the body is not JSON", "content": _content(JSON, ERROR)},
+    },
+) | {
+    "openapi_extra": {
+        "requestBody": {
+            "required": True,
+            "content": _content(
+                JSON,
+                _object(
+                    "section",
+                    "fault",
+                    section={"enum": list(SECTION_NAMES)},
+                    fault={"type": "string", "pattern": r"^(error|hang|none|delay:[0-9.]+m?s)$"},
+                )
+                | {"additionalProperties": False},
+            ),
+        }
+    }
+}

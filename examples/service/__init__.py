@@ -6,6 +6,9 @@
 * :mod:`.legacy`: the six legacy endpoints, answered the same in both apps;
 * :mod:`.faults`: a test and operations hook, off by default, that makes
   chosen sections fail, hang or slow down in a real server;
+* :mod:`.demo`: what the demo page asks of a server: a simulated network
+  latency (``X-Simulated-Latency-Ms``) and, only with
+  ``BATCHPAGE_DEMO_FAULTS=1``, a run-time fault switch (``/demo/faults``);
 * :mod:`.rollout_feed`: keeps the rollout's percentage in step with a Redis key.
 
 The apps (``examples.fastapi_app``, ``examples.django_app``) only route

@@ -3,7 +3,8 @@
 :func:`running` is an async context manager; the FastAPI app enters it in
 its lifespan, the Django app in :class:`batchpage.contrib.django.Lifespan`.
 On the way in it starts (or connects to) MongoDB, seeds the embedded
-database, builds the six sections (with any injected faults), enters the
+database, builds the six sections (with any injected faults, and the demo's
+fault switch when it is on), enters the
 aggregator (whose task group owns the stale-while-revalidate refreshes)
 and, with Redis, starts polling the rollout key; on the way out it undoes
 all of that in reverse order.
@@ -24,7 +25,7 @@ import attrs
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from batchpage import Aggregator, LayeredCache, MemoryCache, RedisCache, Rollout
-from batchpage.contrib.http import PageEndpoint, Reply
+from batchpage.contrib.http import PageEndpoint, Reply, http_error_reply
 from batchpage.contrib.otel import OpenTelemetryObserver
 from batchpage.contrib.prometheus import PrometheusObserver
 from batchpage.extend import Cache, Observer
@@ -38,6 +39,7 @@ from examples.homepage.sources import (
     utc_now,
 )
 
+from .demo import FaultSwitch, faults_reply, set_fault_reply
 from .faults import apply_faults, parse_faults
 from .legacy import legacy_reply
 from .request import HOMEPAGE_PARAMS
@@ -70,6 +72,9 @@ class Homepage:
             200, (("Content-Type", CONTENT_TYPE_LATEST), ("Cache-Control", "no-store")), body
         )
 
+    #: The demo's run-time fault switch; ``None`` unless ``settings.demo_faults``.
+    fault_switch: FaultSwitch | None = None
+
     async def legacy(self, name: str | None, query: str | bytes, *, user_id: str | None) -> Reply:
         """A legacy endpoint's reply for the signed-in ``user_id`` (``name=None``: ``/offers``)."""
         return await legacy_reply(
@@ -81,6 +86,18 @@ class Homepage:
             time_limit=LEGACY_TIMEOUT,
             public=self.settings.public_cache_control,
         )
+
+    def demo_faults(self) -> Reply:
+        """``GET /demo/faults``: the demo's fault switch (404 when it is off)."""
+        if self.fault_switch is None:
+            return http_error_reply(404)
+        return faults_reply(self.fault_switch, self.aggregator)
+
+    async def set_demo_fault(self, body: bytes, content_type: str | None) -> Reply:
+        """``POST /demo/faults``: break or mend one section (404 when the switch is off)."""
+        if self.fault_switch is None:
+            return http_error_reply(404)
+        return await set_fault_reply(self.fault_switch, self.aggregator, body, content_type)
 
 
 def _clock(now: datetime | None) -> Callable[[], datetime]:
@@ -109,6 +126,16 @@ async def running(settings: Settings) -> AsyncIterator[Homepage]:
         sections = apply_faults(
             build_sections(db, now=clock, timeout=settings.section_timeout), faults
         )
+        queries = legacy_queries(now=clock)
+        switch: FaultSwitch | None = None
+        if settings.demo_faults:
+            switch = FaultSwitch(SECTION_NAMES)
+            sections = [switch.wrap_section(s) for s in sections]
+            queries = {name: switch.wrap_legacy(name, q) for name, q in queries.items()}
+            logger.warning(
+                "the demo fault switch is on (BATCHPAGE_DEMO_FAULTS): anyone who reaches this "
+                "server can break its sections through /demo/faults; never in production"
+            )
         cache: Cache | None = None
         if settings.redis_url:
             cache = LayeredCache(MemoryCache(), RedisCache.from_url(settings.redis_url))
@@ -146,8 +173,9 @@ async def running(settings: Settings) -> AsyncIterator[Homepage]:
                 stale_while_revalidate=settings.cdn_stale_while_revalidate,
             ),
             rollout=rollout,
-            legacy_queries=legacy_queries(now=clock),
+            legacy_queries=queries,
             metrics=metrics,
+            fault_switch=switch,
         )
 
 

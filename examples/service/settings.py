@@ -19,6 +19,9 @@ environment variable               default               meaning
 ``BATCHPAGE_ROLLOUT_KEY``          see below             the Redis key overriding the percentage
 ``BATCHPAGE_ROLLOUT_POLL``         ``2``                 seconds between two reads of that key
 ``BATCHPAGE_EXAMPLE_FAULTS``       (none)                test hook: see :mod:`.faults`
+``BATCHPAGE_DEMO_FAULTS``          ``0``                 ``1``: the demo page's run-time fault
+                                                         switch, ``/demo/faults`` (see
+                                                         :mod:`.demo`); never in production
 ``BATCHPAGE_EXAMPLE_NOW``          (the real clock)      ISO-8601 "now" for seeding and flash sales
 ``BATCHPAGE_SESSION_SECRET``       (random per process)  the key signing session cookies; set it
                                                          for several workers or restarts
@@ -112,6 +115,8 @@ class Settings:
     rollout_key: str = DEFAULT_ROLLOUT_KEY
     rollout_poll: float = attrs.field(default=2.0, validator=_positive("rollout_poll"))
     faults: str = ""  #: see :mod:`examples.service.faults`; empty = none
+    #: ``/demo/faults``, the demo page's run-time fault switch (:mod:`examples.service.demo`)
+    demo_faults: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
     now: datetime | None = attrs.field(default=None, validator=_check_now)
     #: Signs the session cookie; ``None``: a random key per process (sign-ins
     #: then last until a restart and hold on one worker only).
@@ -173,6 +178,9 @@ class Settings:
         if seed_raw not in {"auto", "1", "0", "true", "false", "yes", "no"}:
             raise SettingsError(f"BATCHPAGE_SEED must be auto, 1 or 0, got {seed_raw!r}")
         seed = None if seed_raw == "auto" else seed_raw in {"1", "true", "yes"}
+        demo_raw = (text("BATCHPAGE_DEMO_FAULTS") or "0").lower()
+        if demo_raw not in {"1", "0", "true", "false", "yes", "no"}:
+            raise SettingsError(f"BATCHPAGE_DEMO_FAULTS must be 1 or 0, got {demo_raw!r}")
         return cls(
             mongodb_url=text("MONGODB_URL"),
             redis_url=text("REDIS_URL"),
@@ -185,6 +193,7 @@ class Settings:
             rollout_key=text("BATCHPAGE_ROLLOUT_KEY") or DEFAULT_ROLLOUT_KEY,
             rollout_poll=number("BATCHPAGE_ROLLOUT_POLL", 2.0),
             faults=text("BATCHPAGE_EXAMPLE_FAULTS") or "",
+            demo_faults=demo_raw in {"1", "true", "yes"},
             now=parse_now(text("BATCHPAGE_EXAMPLE_NOW")),
             session_secret=text("BATCHPAGE_SESSION_SECRET"),
             session_max_age=integer("BATCHPAGE_SESSION_MAX_AGE", 14 * 24 * 3600),
