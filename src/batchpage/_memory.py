@@ -32,7 +32,8 @@ class MemoryCache:
     60 s). ``clock`` (seconds) judges freshness; tests pass a fake one. Locks
     are always granted: in one process, single-flight is the aggregator's job;
     a lock's token still lets :meth:`set` refuse a value that an invalidation
-    overtook.
+    overtook. ``too_big`` counts the entries not kept for being bigger than
+    ``max_bytes`` (the first is logged).
     """
 
     def __init__(

@@ -170,6 +170,7 @@ class Section:
     cache: CachePolicy | None = attrs.field(default=None, validator=_check_cache)
     scope: Scope | ScopeKey = attrs.field(default=Scope.GLOBAL, validator=_check_scope)
     breaker: BreakerPolicy | None = attrs.field(factory=BreakerPolicy, validator=_check_breaker)
+    #: Whether ``source`` is awaited in the event loop (else it runs in a worker thread).
     is_async: bool = attrs.field(init=False, eq=False, repr=False)
 
     @is_async.default
