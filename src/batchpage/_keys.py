@@ -1,4 +1,4 @@
-"""Cache keys: ``prefix:{page:version}:scope:section:params``.
+"""Cache keys: ``prefix:{page:version}:section:scope:params``.
 
 Anything that came from a request (user id, custom scope, parameter values)
 is either a short run of safe characters or replaced by a hash, so no input
