@@ -10,11 +10,14 @@ few ``curl`` commands are printed. Ctrl-C stops it, and everything it started.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
+import secrets
 import socket
 import sys
 
+import anyio
 import uvicorn
 
 from examples.fastapi_app.app import create_app
@@ -25,7 +28,20 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m examples.serve", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1", help="address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    parser.add_argument(
+        "--workers",
+        type=_positive,
+        default=1,
+        help="worker processes (default 1); with more, one embedded MongoDB is shared by all",
+    )
     return parser
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
 
 
 def _banner(base: str, settings: Settings) -> str:
@@ -70,6 +86,47 @@ def serve(host: str, port: int, settings: Settings) -> None:
     _Server(config, _banner(f"http://{host}:{port}", settings)).run()
 
 
+def serve_workers(host: str, port: int, settings: Settings, workers: int) -> None:
+    """Several uvicorn workers, each its own app, aggregator and memory layer.
+
+    They share what must be shared: one database (an embedded server started
+    here and seeded once, unless ``MONGODB_URL`` is set), the session key
+    (so a sign-in holds on every worker), and Redis when ``REDIS_URL`` is set.
+    """
+    from examples.homepage.data import seed
+    from examples.homepage.mongo import EmbeddedMongo, connect
+
+    env = os.environ
+    if not settings.session_secret:
+        env["BATCHPAGE_SESSION_SECRET"] = secrets.token_urlsafe(32)
+    with contextlib.ExitStack() as stack:
+        if settings.embedded:
+            server = stack.enter_context(EmbeddedMongo())
+            env["MONGODB_URL"] = server.url
+            env["BATCHPAGE_SEED"] = "0"
+
+            async def seed_once() -> None:
+                client = connect(server.url)
+                try:
+                    await seed(
+                        client[settings.db_name], products=settings.products, now=settings.now
+                    )
+                finally:
+                    await client.close()
+
+            anyio.run(seed_once)
+        print(_banner(f"http://{host}:{port}", settings) + f"({workers} workers)\n", flush=True)
+        uvicorn.run(
+            "examples.fastapi_app.app:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level="warning",
+            lifespan="on",
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -81,7 +138,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print("starting the homepage (MongoDB, seed, aggregator)...", flush=True)
     try:
-        serve(args.host, args.port, settings)
+        if args.workers > 1:
+            serve_workers(args.host, args.port, settings, args.workers)
+        else:
+            serve(args.host, args.port, settings)
     except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C once it has shut down cleanly
         print("stopped.")
     return 0

@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from helpers import FakeClock
+
 
 @pytest.fixture(
     params=[
@@ -24,17 +26,16 @@ def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
     return request.param, {}
 
 
-class FakeClock:
-    """A wall clock that only moves when told to (seconds)."""
+#: The tiers, by directory: ``pytest -m core`` (or ``pytest tests/core``) needs no server.
+TIERS = ("core", "redis", "examples")
 
-    def __init__(self, start: float = 1_000_000.0) -> None:
-        self.now = start
 
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test with its tier, from the directory it lives in."""
+    for item in items:
+        tier = item.path.parent.name
+        if tier in TIERS:
+            item.add_marker(getattr(pytest.mark, tier))
 
 
 @pytest.fixture

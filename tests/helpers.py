@@ -44,3 +44,16 @@ def wall_sleep(seconds: float) -> None:
 
 
 INF = math.inf
+
+
+class FakeClock:
+    """A wall clock that only moves when told to (seconds); the ``fake_clock`` fixture."""
+
+    def __init__(self, start: float = 1_000_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds

@@ -12,6 +12,7 @@ SIGKILL) at the end of the session. Tests speak HTTP to them with httpx.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -47,10 +48,21 @@ ROLLOUT_SALT: Final = "homepage-batch"  # the service's default
 _APP_VARIABLES = ("MONGODB_URL", "REDIS_URL", "ROLLOUT_PERCENT", "DJANGO_SETTINGS_MODULE")
 
 
-def command(framework: Framework, port: int, *, workers: int = 1) -> list[str]:
-    """The server command line, as a user would type it."""
+#: A line of uvicorn's access log: ``... - "GET /homepage?limit=2 HTTP/1.1" 200 OK``.
+_ACCESS_LINE = re.compile(r'"([A-Z]+) (\S+) HTTP/[0-9.]+" ([0-9]{3})')
+
+
+def command(
+    framework: Framework, port: int, *, workers: int = 1, access_log: bool = False
+) -> list[str]:
+    """The server command line, as a user would type it.
+
+    ``access_log`` (uvicorn only) logs every request the server answers, for
+    :meth:`AppServer.requests`.
+    """
     if framework == "fastapi":
         many = ["--workers", str(workers)] if workers > 1 else []
+        logging = ["--log-level", "info"] if access_log else ["--log-level", "warning"]
         return [
             sys.executable,
             "-m",
@@ -61,9 +73,8 @@ def command(framework: Framework, port: int, *, workers: int = 1) -> list[str]:
             HOST,
             "--port",
             str(port),
-            "--log-level",
-            "warning",
-            "--no-access-log",
+            *logging,
+            *([] if access_log else ["--no-access-log"]),
             *many,
         ]
     return [
@@ -120,9 +131,13 @@ class AppServer:
         *,
         label: str,
         workers: int = 1,
+        access_log: bool = False,
     ) -> None:
+        if access_log and framework != "fastapi":
+            raise ValueError("the access log is uvicorn's: the FastAPI app only")
         self.framework = framework
         self.workers = workers
+        self.access_log = access_log
         self.label = label
         self.env = dict(env)
         self.log_path = log_dir / f"{label}.log"
@@ -139,7 +154,9 @@ class AppServer:
     def start(self) -> None:
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
-                command(self.framework, self.port, workers=self.workers),
+                command(
+                    self.framework, self.port, workers=self.workers, access_log=self.access_log
+                ),
                 cwd=ROOT,
                 env=self.env,
                 stdin=subprocess.DEVNULL,
@@ -189,6 +206,21 @@ class AppServer:
         except OSError:
             return ""
         return "\n".join(text.splitlines()[-lines:])
+
+    def requests(self) -> list[tuple[str, str, int]]:
+        """Every request the server answered so far, as ``(method, target, status)``.
+
+        Needs ``access_log=True``. uvicorn logs a request as it starts the
+        response, so one whose answer a client has received is in the list.
+        """
+        if not self.access_log:
+            raise RuntimeError(f"{self.label} runs without an access log")
+        text = self.log_path.read_text(errors="replace")
+        return [
+            (m[1], m[2], int(m[3]))
+            for line in text.splitlines()
+            if (m := _ACCESS_LINE.search(line)) is not None
+        ]
 
     def __repr__(self) -> str:
         return f"AppServer({self.label!r}, url={self.url!r})"

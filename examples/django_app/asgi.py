@@ -41,6 +41,8 @@ def homepage_settings() -> Settings:
         faults=s.HOMEPAGE_FAULTS,
         now=s.HOMEPAGE_NOW,
         otel=s.HOMEPAGE_OTEL,
+        cdn_max_age=s.HOMEPAGE_CDN_MAX_AGE,
+        cdn_stale_while_revalidate=s.HOMEPAGE_CDN_SWR,
     )
 
 

@@ -60,3 +60,5 @@ HOMEPAGE_ROLLOUT_POLL: float = _ENV.rollout_poll  #: seconds
 HOMEPAGE_FAULTS: str = _ENV.faults  #: test hook; see examples.service.faults
 HOMEPAGE_NOW = _ENV.now  #: None: the real clock
 HOMEPAGE_OTEL: str = _ENV.otel  #: "console": print spans (BATCHPAGE_OTEL)
+HOMEPAGE_CDN_MAX_AGE: int = _ENV.cdn_max_age  #: max-age of public answers, seconds
+HOMEPAGE_CDN_SWR: int = _ENV.cdn_stale_while_revalidate  #: their stale-while-revalidate

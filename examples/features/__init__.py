@@ -1,6 +1,7 @@
-"""Small runnable examples, one feature each (``tests/test_feature_examples.py`` runs them).
+"""Small runnable examples, one feature each.
 
-Run one from the repository root: ``python -m examples.features.NAME``.
+Run one from the repository root: ``python -m examples.features.NAME``;
+``tests/examples/test_feature_examples.py`` runs them all.
 
 * ``seed_page``: six slow sections as one batch, against calling them in turn;
 * ``invalidation``: drop one user's entry, a whole section, or every entry (version);

@@ -33,7 +33,8 @@ PATHS: Mapping[str, str] = {
     "featuredEvents": "/events/featured",
 }
 
-_PUBLIC = "public, max-age=60, stale-while-revalidate=120"
+#: What every visitor may share (``Settings.public_cache_control`` gives the service's own).
+PUBLIC = "public, max-age=60, stale-while-revalidate=120"
 _OFFERS = "give exactly one of featured=true or flashSale=true"
 
 
@@ -58,8 +59,13 @@ async def legacy_reply(
     *,
     user_id: str | None,
     time_limit: float,
+    public: str = PUBLIC,
 ) -> Reply:
-    """Answer one legacy call for ``user_id``; ``name=None`` is ``/offers``, chosen by its query."""
+    """Answer one legacy call for ``user_id``; ``name=None`` is ``/offers``, chosen by its query.
+
+    ``public`` is the ``Cache-Control`` of an answer every visitor shares; a
+    signed-in user's ``featuredProducts`` is theirs: ``private, no-store``.
+    """
     try:
         params = parse_query(query)
         if name is None:
@@ -78,7 +84,7 @@ async def legacy_reply(
         return _unavailable(name, "SOURCE_ERROR", "the source failed")
     personal = name == "featuredProducts" and user_id is not None
     reply = json_reply(
-        200, {"data": data}, cache_control="private, no-store" if personal else _PUBLIC
+        200, {"data": data}, cache_control="private, no-store" if personal else public
     )
     return Reply(reply.status, (*reply.headers, ("Vary", "Cookie")), reply.body)
 

@@ -12,6 +12,9 @@ all of that in reverse order.
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import os
+import signal
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import datetime
@@ -70,7 +73,13 @@ class Homepage:
     async def legacy(self, name: str | None, query: str | bytes, *, user_id: str | None) -> Reply:
         """A legacy endpoint's reply for the signed-in ``user_id`` (``name=None``: ``/offers``)."""
         return await legacy_reply(
-            self.db, self.legacy_queries, name, query, user_id=user_id, time_limit=LEGACY_TIMEOUT
+            self.db,
+            self.legacy_queries,
+            name,
+            query,
+            user_id=user_id,
+            time_limit=LEGACY_TIMEOUT,
+            public=self.settings.public_cache_control,
         )
 
 
@@ -118,6 +127,11 @@ async def running(settings: Settings) -> AsyncIterator[Homepage]:
             )
         )
         metrics.watch(aggregator)
+        parent = multiprocessing.parent_process()
+        if parent is not None:  # a server's worker process (uvicorn --workers, hypercorn)
+            orphans = await stack.enter_async_context(anyio.create_task_group())
+            stack.callback(orphans.cancel_scope.cancel)
+            orphans.start_soon(_end_when_orphaned, parent)
         rollout = Rollout(settings.rollout_percent, salt=settings.rollout_salt)
         if settings.redis_url:
             await _follow_rollout(stack, rollout, settings)
@@ -125,11 +139,33 @@ async def running(settings: Settings) -> AsyncIterator[Homepage]:
             settings=settings,
             db=db,
             aggregator=aggregator,
-            endpoint=PageEndpoint(aggregator, params=HOMEPAGE_PARAMS),
+            endpoint=PageEndpoint(
+                aggregator,
+                params=HOMEPAGE_PARAMS,
+                max_age=settings.cdn_max_age,
+                stale_while_revalidate=settings.cdn_stale_while_revalidate,
+            ),
             rollout=rollout,
             legacy_queries=legacy_queries(now=clock),
             metrics=metrics,
         )
+
+
+#: Seconds between two looks at the worker's parent.
+PARENT_POLL = 0.5
+
+
+async def _end_when_orphaned(parent: multiprocessing.process.BaseProcess) -> None:
+    """A worker whose server process died (SIGKILL) ends itself, as a SIGTERM would.
+
+    uvicorn's and hypercorn's workers would otherwise serve on, orphaned, and
+    keep what they started. SIGTERM makes the worker shut down gracefully,
+    so this lifetime's exit runs.
+    """
+    while parent.is_alive():  # noqa: ASYNC110 - no event to wait on (anyio < 4.7)
+        await anyio.sleep(PARENT_POLL)
+    logger.warning("the server process %s died: this worker ends", parent.pid)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 async def _follow_rollout(stack: AsyncExitStack, rollout: Rollout, settings: Settings) -> None:

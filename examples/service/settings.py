@@ -26,6 +26,10 @@ environment variable               default               meaning
 ``BATCHPAGE_SESSION_SECURE``       ``0``                 ``1``: the cookie only over HTTPS
 ``BATCHPAGE_OTEL``                 (off)                 ``console``: print a span per page and
                                                          section (OpenTelemetry)
+``BATCHPAGE_CDN_MAX_AGE``          ``60``                ``max-age`` (seconds) of public answers:
+                                                         anonymous pages, legacy endpoints
+``BATCHPAGE_CDN_SWR``              ``120``               their ``stale-while-revalidate``
+                                                         (seconds): a CDN's grace
 =================================  ====================  ==========================================
 """
 
@@ -79,6 +83,14 @@ def _check_otel(_: object, __: attrs.Attribute[str], value: str) -> None:
         raise SettingsError(f"otel must be empty (off) or 'console', got {value!r}")
 
 
+def _non_negative(name: str) -> Callable[[object, attrs.Attribute[int], int], None]:
+    def check(_: object, __: attrs.Attribute[int], value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise SettingsError(f"{name} must be a whole number of seconds >= 0, got {value!r}")
+
+    return check
+
+
 def _check_now(_: object, __: attrs.Attribute[datetime | None], value: datetime | None) -> None:
     if value is not None and (not isinstance(value, datetime) or value.tzinfo is None):
         raise SettingsError(f"now must be a timezone-aware datetime, got {value!r}")
@@ -107,6 +119,12 @@ class Settings:
     session_max_age: int = attrs.field(default=14 * 24 * 3600, validator=_check_max_age)
     session_secure: bool = False  #: send the cookie over HTTPS only
     otel: str = attrs.field(default="", validator=_check_otel)  #: "" (off) or "console"
+    #: ``max-age`` of public answers (a healthy anonymous page, the legacy endpoints)
+    cdn_max_age: int = attrs.field(default=60, validator=_non_negative("cdn_max_age"))
+    #: their ``stale-while-revalidate``: how long a CDN may serve them stale while it refreshes
+    cdn_stale_while_revalidate: int = attrs.field(
+        default=120, validator=_non_negative("cdn_stale_while_revalidate")
+    )
 
     @property
     def embedded(self) -> bool:
@@ -116,6 +134,14 @@ class Settings:
     def seeds(self) -> bool:
         """Whether start-up seeds the database."""
         return self.embedded if self.seed is None else self.seed
+
+    @property
+    def public_cache_control(self) -> str:
+        """The ``Cache-Control`` of what every visitor may share (a CDN stores it)."""
+        return (
+            f"public, max-age={self.cdn_max_age}, "
+            f"stale-while-revalidate={self.cdn_stale_while_revalidate}"
+        )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -164,6 +190,8 @@ class Settings:
             session_max_age=integer("BATCHPAGE_SESSION_MAX_AGE", 14 * 24 * 3600),
             session_secure=(text("BATCHPAGE_SESSION_SECURE") or "0") in {"1", "true", "yes"},
             otel=text("BATCHPAGE_OTEL") or "",
+            cdn_max_age=integer("BATCHPAGE_CDN_MAX_AGE", 60),
+            cdn_stale_while_revalidate=integer("BATCHPAGE_CDN_SWR", 120),
         )
 
 

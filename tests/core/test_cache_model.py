@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import attrs
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -20,7 +19,6 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from batchpage import (
     Aggregator,
-    CachePolicy,
     CacheStatus,
     MemoryCache,
     RequestContext,
@@ -28,33 +26,8 @@ from batchpage import (
     Section,
 )
 from batchpage.extend import Cache
-from conftest import FakeClock
-
-FRESH, STALE, IF_ERROR = 10.0, 5.0, 20.0
-POLICY = CachePolicy(fresh=FRESH, stale=STALE, stale_if_error=IF_ERROR, jitter=0)
-USERS = [None, "alice", "bob"]
-SECTIONS = {"g": Scope.GLOBAL, "p": Scope.USER}
-
-
-class Source:
-    """Answers ``{"n": k}`` on its k-th successful call, or fails when told to."""
-
-    def __init__(self) -> None:
-        self.successes = 0
-        self.failing = False
-
-    async def __call__(self, ctx: RequestContext) -> dict[str, int]:
-        if self.failing:
-            raise ConnectionError("down")
-        self.successes += 1
-        return {"n": self.successes}
-
-
-@attrs.define
-class ModelEntry:
-    n: int
-    written_at: float
-
+from cache_model import FRESH, IF_ERROR, POLICY, SECTIONS, STALE, USERS, ModelEntry, Source
+from helpers import FakeClock
 
 CacheFactory = Callable[[FakeClock], Cache]
 

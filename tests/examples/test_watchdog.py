@@ -158,7 +158,7 @@ def test_embedded_mongo_ends_with_a_sigkilled_parent(reaper: list[Proc]) -> None
         "print(server.pid, server.watchdog_pid, server._workdir.name, flush=True)\n"
         "os.kill(os.getpid(), 9)\n"
     )
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     result = subprocess.run(
         [sys.executable, "-c", script], cwd=root, capture_output=True, timeout=60
     )

@@ -16,7 +16,7 @@ import pytest
 
 from batchpage import CachePolicy, LayeredCache, MemoryCache, RedisCache
 from batchpage.extend import Cache, Entry
-from conftest import FakeClock
+from helpers import FakeClock
 from redis_server import RedisServer
 
 pytestmark = pytest.mark.anyio

@@ -44,7 +44,7 @@ def test_core_imports_only_its_declared_dependencies() -> None:
     import tomllib
     from pathlib import Path
 
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
     declared = {
         d.split(">")[0].split("=")[0].split("[")[0].strip() for d in project["dependencies"]

@@ -30,8 +30,7 @@ from batchpage import (
 from batchpage.contrib.otel import OpenTelemetryObserver
 from batchpage.contrib.prometheus import PrometheusObserver
 from batchpage.extend import Observer, RefreshOutcome
-from conftest import FakeClock
-from helpers import Recorder
+from helpers import FakeClock, Recorder
 
 pytestmark = pytest.mark.anyio
 
@@ -296,3 +295,30 @@ async def test_a_section_cut_by_the_deadline_still_ends_its_span(
     ]
     assert len(slow) == 1
     assert attr(slow[0], "batchpage.error_code") == "TIMEOUT_ERROR"
+
+
+def test_the_base_observer_does_nothing() -> None:
+    """Every hook of the base class is a no-op: subclasses override what they need."""
+    from batchpage import CacheStatus
+
+    base = Observer()
+    result = SectionResult("s", b"1", CacheStatus.HIT, 0.1)
+    page = PageResult({"s": result}, version="v1", generated_at=0.0, total_ms=0.1)
+    assert base.page_started("p", RequestContext()) is None
+    assert base.section_started("p", "s") is None
+    # The others return nothing and raise nothing.
+    base.page_finished(None, "p", page)
+    base.section_finished(None, "p", result)
+    base.refresh("p", "s", RefreshOutcome.SKIPPED)
+    base.breaker_changed("p", "s", BreakerState.OPEN)
+    base.cache_health("redis", False)
+    base.thread_abandoned("s")
+
+
+def test_observers_must_be_observers() -> None:
+    """A list of something else, or one observer not in a list, is refused at once."""
+    sections = [Section(name="a", source=Recorder(1))]
+    with pytest.raises(TypeError, match="Observer objects"):
+        Aggregator(sections, page="ops", observers=[object()])  # type: ignore[list-item]
+    with pytest.raises(TypeError, match="not one Observer"):
+        Aggregator(sections, page="ops", observers=Observer())  # type: ignore[arg-type]

@@ -29,8 +29,7 @@ from batchpage import (
     Scope,
     Section,
 )
-from conftest import FakeClock
-from helpers import Recorder, run_on_mock_clock
+from helpers import FakeClock, Recorder, run_on_mock_clock
 
 pytestmark = pytest.mark.anyio
 

@@ -17,7 +17,7 @@ import pytest
 
 from redis_server import RedisServer
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 FEATURES = ROOT / "examples" / "features"
 NAMES = sorted(p.stem for p in FEATURES.glob("*.py") if p.stem != "__init__")
 

@@ -18,8 +18,7 @@ from batchpage import (
     Section,
 )
 from batchpage.extend import Entry
-from conftest import FakeClock
-from helpers import Recorder
+from helpers import FakeClock, Recorder
 from redis_server import RedisServer, Ticker, calls_between, eventually, layered_cache
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis]

@@ -41,8 +41,8 @@ from batchpage import (
     RequestContext,
     Section,
 )
-from conftest import FakeClock
 from fault_proxy import FaultProxy
+from helpers import FakeClock
 from mongo_server import SeededMongo
 from redis_server import RedisServer
 

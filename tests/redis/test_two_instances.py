@@ -14,8 +14,7 @@ from batchpage import (
     RequestContext,
     Section,
 )
-from conftest import FakeClock
-from helpers import Recorder
+from helpers import FakeClock, Recorder
 from redis_server import RedisServer, calls_between, eventually, layered_cache
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis]

@@ -22,8 +22,7 @@ from batchpage import (
     Section,
 )
 from batchpage.extend import Entry
-from conftest import FakeClock
-from helpers import run_on_mock_clock
+from helpers import FakeClock, run_on_mock_clock
 
 pytestmark = pytest.mark.anyio
 

@@ -30,9 +30,9 @@ from batchpage import (
     RequestContext,
     Section,
 )
-from conftest import FakeClock
+from cache_model import FRESH, IF_ERROR, POLICY, SECTIONS, STALE, USERS, ModelEntry, Source
+from helpers import FakeClock
 from redis_server import RedisServer, Ticker, eventually, layered_cache
-from test_cache_model import FRESH, IF_ERROR, POLICY, SECTIONS, STALE, USERS, ModelEntry, Source
 
 Key = tuple[str, str | None]
 

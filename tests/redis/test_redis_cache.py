@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import anyio
 import pytest
-import redis
 import redis.asyncio
 from redis.crc import key_slot
 
+import redis
 from batchpage import CachePolicy, RedisCache
 from batchpage.extend import Entry
-from conftest import FakeClock
+from helpers import FakeClock
 from redis_server import RedisServer, Ticker, calls_between, eventually
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis]
@@ -394,3 +395,44 @@ async def test_invalidation_listener_delivers_prefixes(
         await eventually(lambda: bool(heard))
         tg.cancel_scope.cancel()
     assert heard == ["bp:{home:v1}:offers:"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"clock": 5}, TypeError, "clock must be callable"),
+        ({"monotonic": "now"}, TypeError, "monotonic must be callable"),
+        ({"channel": ""}, ValueError, "channel must be a non-empty str"),
+        ({"scan_count": 0}, ValueError, "scan_count must be a positive int"),
+        ({"command_timeout": 0}, ValueError, "command_timeout must be positive"),
+        ({"command_timeout": 2, "hard_timeout": 1}, ValueError, "hard_timeout must be at least"),
+    ],
+)
+async def test_every_setting_is_checked_naming_it(
+    redis_server: RedisServer, kwargs: dict[str, Any], error: type[Exception], match: str
+) -> None:
+    """A RedisCache that could not work is refused at construction."""
+    client = redis.asyncio.Redis.from_url(redis_server.url)
+    try:
+        with pytest.raises(error, match=match):
+            RedisCache(client, **kwargs)
+    finally:
+        await client.aclose()
+
+
+async def test_closing_ends_the_commands_nobody_waits_for(
+    private_redis_server: RedisServer,
+) -> None:
+    """A command still running (Redis frozen) is ended with the cache: nothing outlives it."""
+    cache = RedisCache.from_url(private_redis_server.url, socket_timeout=30)
+    async with cache:
+        await cache.get_many(["k"])
+        private_redis_server.freeze()
+        try:
+            assert await cache.get_many(["k"]) == [None]  # over budget: given up on
+            assert cache.in_flight == 1
+        finally:
+            closing_started = anyio.current_time()
+    private_redis_server.thaw()
+    assert cache.in_flight == 0
+    assert anyio.current_time() - closing_started < 5

@@ -25,7 +25,7 @@ from typing import Final, Literal
 import httpx
 import pytest
 
-from http_servers import HOST, ROOT, Framework
+from http_servers import HOST, ROOT
 from http_servers import command as server_command
 from processes import HAS_PROC, Proc, alive, descendants, survivors
 from redis_server import free_port
@@ -43,9 +43,15 @@ Stop = Literal["sigint", "sigterm", "sigterm-group", "sigkill"]
 STOPS: Final[tuple[Stop, ...]] = ("sigint", "sigterm", "sigterm-group", "sigkill")
 
 
-def _command(framework: Framework, port: int) -> list[str]:
+Server = Literal["fastapi", "fastapi-workers", "django"]
+
+
+def _command(framework: Server, port: int) -> list[str]:
+    serve = [sys.executable, "-m", "examples.serve", "--host", HOST, "--port", str(port)]
     if framework == "fastapi":  # the documented way to start it: Ctrl-C stops it
-        return [sys.executable, "-m", "examples.serve", "--host", HOST, "--port", str(port)]
+        return serve
+    if framework == "fastapi-workers":  # ./scripts/run --workers 2
+        return [*serve, "--workers", "2"]
     return server_command("django", port)  # hypercorn examples.django_app.asgi:application
 
 
@@ -103,9 +109,9 @@ def _stop(process: subprocess.Popen[bytes], how: Stop) -> None:
 
 
 @pytest.mark.parametrize("how", STOPS)
-@pytest.mark.parametrize("framework", ["fastapi", "django"])
+@pytest.mark.parametrize("framework", ["fastapi", "fastapi-workers", "django"])
 def test_nothing_outlives_the_example_server(
-    framework: Framework, how: Stop, tmp_path: Path, reaper: list[Proc]
+    framework: Server, how: Stop, tmp_path: Path, reaper: list[Proc]
 ) -> None:
     """The server and every process it started (nx-27017, its watchdog) are gone after the stop."""
     port = free_port()

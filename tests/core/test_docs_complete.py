@@ -20,7 +20,7 @@ import pytest
 from sphinx.errors import PycodeError
 from sphinx.pycode import ModuleAnalyzer
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 API = ROOT / "docs" / "api.md"
 
 MODULES = [
