@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import anyio
-from examples.seed_page import SECTIONS, SEED_LATENCIES_MS
+from examples.features.seed_page import SECTIONS, SEED_LATENCIES_MS
 
 from batchpage import Aggregator, RequestContext, Section
 

@@ -4,7 +4,7 @@ The handlers take the raw request (``batchpage.contrib`` parses and validates
 the query itself, so that both apps answer alike), so FastAPI can infer none
 of this: it is written here, after DESIGN.md's contract and ``docs/http.md``.
 Each constant is the keyword arguments of one route's ``app.get``;
-``tests/test_hostile_http.py`` runs schemathesis against the result.
+``tests/examples/test_hostile_http.py`` runs schemathesis against the result.
 """
 
 from __future__ import annotations

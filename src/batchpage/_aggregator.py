@@ -163,6 +163,7 @@ class Aggregator:
 
     @property
     def version(self) -> str:
+        """The version in every key and in each page's metadata; bump it to drop every entry."""
         return self.keys.version
 
     # -- lifetime ---------------------------------------------------------
@@ -282,6 +283,10 @@ class Aggregator:
         return tuple(key)  # equal to ``items``: the memo's key
 
     def scope_part(self, section: Section, ctx: RequestContext) -> str:
+        """Whose entry this request reads: ``g``, ``anon``, ``u…`` or ``c…`` in the key.
+
+        Calls a custom scope function, so it raises what that raises.
+        """
         scope = section.scope
         if scope is Scope.GLOBAL:
             return "g"

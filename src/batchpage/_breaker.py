@@ -38,9 +38,11 @@ class BreakerPolicy:
 
 
 class BreakerState(enum.Enum):
-    CLOSED = "closed"
-    OPEN = "open"
-    HALF_OPEN = "half-open"
+    """Where a section's circuit breaker stands (:meth:`Aggregator.breaker_state`)."""
+
+    CLOSED = "closed"  #: calls go through; failures are counted
+    OPEN = "open"  #: calls answer ``CIRCUIT_OPEN`` at once until ``reset_timeout`` ends
+    HALF_OPEN = "half-open"  #: one trial call may go through; its outcome decides
 
 
 class CircuitBreaker:

@@ -13,7 +13,7 @@ from ._entry import Entry
 class Cache(Protocol):
     """A store of :class:`Entry` by key; an async context manager for its lifetime.
 
-    The rules every implementation keeps (``tests/test_cache_contract.py``
+    The rules every implementation keeps (``tests/redis/test_cache_contract.py``
     holds each one to them):
 
     * A failing or slow store never raises from these methods and never

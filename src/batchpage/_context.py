@@ -72,6 +72,7 @@ class RequestContext:
 
     @property
     def is_anonymous(self) -> bool:
+        """No user id: the request shares the ``anon`` entry of personal sections."""
         return self.user_id is None
 
     @property

@@ -23,6 +23,8 @@ def check_json(payload: bytes) -> None:
 
 
 class Freshness(enum.Enum):
+    """What an entry is good for at a given moment (:meth:`Entry.freshness`)."""
+
     FRESH = "fresh"  #: serve as HIT
     STALE = "stale"  #: serve as STALE, refresh in the background
     EXPIRED = "expired"  #: fetch; may still stand in if the fetch fails
@@ -81,6 +83,7 @@ class Entry:
         )
 
     def freshness(self, now: float) -> Freshness:
+        """Fresh, stale or expired at ``now`` (seconds on the cache clock)."""
         if now < self.fresh_until:
             return Freshness.FRESH
         if now < self.stale_until:
@@ -88,9 +91,11 @@ class Entry:
         return Freshness.EXPIRED
 
     def usable_on_error(self, now: float) -> bool:
+        """Whether it may stand in for a failed fetch at ``now`` (``stale_if_error``)."""
         return now < self.error_until
 
     def dead(self, now: float) -> bool:
+        """Of no use at all at ``now``: a store may forget it."""
         return now >= self.useless_after
 
     # The wire format of an entry in a shared store: a short text header, then
@@ -98,6 +103,7 @@ class Entry:
     _MAGIC = b"bp1"
 
     def dumps(self) -> bytes:
+        """The entry for a shared store: a short text header, then the payload untouched."""
         header = (
             f"{self.stored_at!r} {self.fresh_until!r} {self.stale_until!r} {self.error_until!r}"
         ).encode()

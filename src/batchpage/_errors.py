@@ -47,6 +47,7 @@ class SectionError:
     message: str
 
     def to_dict(self) -> dict[str, str]:
+        """The entry as it is on the wire: ``{"section", "code", "message"}``."""
         return {"section": self.section, "code": self.code.value, "message": self.message}
 
 

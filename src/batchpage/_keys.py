@@ -1,4 +1,4 @@
-"""Cache keys: ``prefix:{page:version}:scope:section:params``.
+"""Cache keys: ``prefix:{page:version}:section:scope:params``.
 
 Anything that came from a request (user id, custom scope, parameter values)
 is either a short run of safe characters or replaced by a hash, so no input
@@ -100,6 +100,7 @@ class KeyBuilder:
 
     @staticmethod
     def user_part(user_id: str | None) -> str:
+        """The scope part of a personal key: ``anon``, or ``u`` and the escaped id."""
         return "anon" if user_id is None else "u" + escape(user_id)
 
     def section_prefix(self, section: str, scope: str | None = None) -> str:
@@ -109,4 +110,5 @@ class KeyBuilder:
         return f"{self.page_prefix}{section}:{scope}:"
 
     def key(self, section: str, scope: str, params: str) -> str:
+        """A whole key from parts already made safe (:meth:`params_part`, ...)."""
         return f"{self.page_prefix}{section}:{scope}:{params}"

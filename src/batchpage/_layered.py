@@ -155,6 +155,7 @@ class LayeredCache:
         return None if token is None else f"{mark}/{token}"
 
     async def unlock(self, key: str, token: str, /) -> None:
+        """Release Redis's lock (in the background, as :meth:`RedisCache.unlock` does)."""
         await self.redis.unlock(key, token.partition("/")[2])
 
     async def wait_for(self, key: str, wait: float, /) -> Entry | None:

@@ -32,7 +32,8 @@ class MemoryCache:
     60 s). ``clock`` (seconds) judges freshness; tests pass a fake one. Locks
     are always granted: in one process, single-flight is the aggregator's job;
     a lock's token still lets :meth:`set` refuse a value that an invalidation
-    overtook.
+    overtook. ``too_big`` counts the entries not kept for being bigger than
+    ``max_bytes`` (the first is logged).
     """
 
     def __init__(
@@ -86,9 +87,11 @@ class MemoryCache:
 
     @property
     def size_bytes(self) -> int:
+        """Bytes held now, counted as ``max_bytes`` counts them (payloads plus overhead)."""
         return sum(_item_size(item) for item in self._data.values())
 
     def get(self, key: str) -> Entry | None:
+        """One key's entry, or ``None``; without awaiting (for tests and tools)."""
         return self.get_many_now((key,))[0]
 
     def get_many_now(self, keys: Sequence[str]) -> list[Entry | None]:
@@ -112,6 +115,7 @@ class MemoryCache:
     async def get_many(
         self, keys: Sequence[str], /, *, budget: float | None = None
     ) -> list[Entry | None]:
+        """:meth:`get_many_now`; memory answers at once, so ``budget`` never applies."""
         return self.get_many_now(keys)
 
     def put(self, key: str, entry: Entry) -> bool:
@@ -147,28 +151,36 @@ class MemoryCache:
         return not self.invalidations.invalidated_since(key, mark)
 
     async def set(self, key: str, entry: Entry, /, *, token: str | None = None) -> bool:
+        """:meth:`put`, unless an invalidation of ``key`` came since ``token``'s lock."""
         if not self.lease_valid(key, token):
             return False
         return self.put(key, entry)
 
     def drop_prefix(self, prefix: str) -> int:
+        """Forget the entries whose key starts with ``prefix``; how many there were.
+
+        Unlike :meth:`invalidate`, records nothing: fills in flight may still land.
+        """
         doomed = [k for k in self._data if k.startswith(prefix)]
         for k in doomed:
             self._data.pop(k, None)
         return len(doomed)
 
     async def invalidate(self, prefix: str, /) -> bool:
+        """Drop ``prefix``'s entries and refuse fills that began before; always True."""
         self.invalidations.record(prefix)
         self.drop_prefix(prefix)
         return True
 
     async def try_lock(self, key: str, ttl: float, /) -> str | None:
+        """Always granted (one process has one filler); the token marks the moment."""
         return str(self.invalidations.mark())
 
     async def unlock(self, key: str, token: str, /) -> None:
-        return None
+        """Nothing to release: memory's locks hold nobody back."""
 
     async def wait_for(self, key: str, wait: float, /) -> Entry | None:
+        """``None`` at once: no other process fills this memory."""
         return None
 
 

@@ -47,28 +47,30 @@ class Observer:
     """
 
     def page_started(self, page: str, ctx: RequestContext) -> object:
+        """A page is asked for; what this returns comes back to :meth:`page_finished`."""
         return None
 
     def page_finished(self, token: object, page: str, result: PageResult) -> None:
-        return None
+        """The page is assembled (not called for one cancelled or closed before its end)."""
 
     def section_started(self, page: str, section: str) -> object:
+        """A section goes to its source (a cache hit skips this), in the section's task."""
         return None
 
     def section_finished(self, token: object, page: str, result: SectionResult) -> None:
-        return None
+        """A section has its result, cached or fetched; ``token`` is ``None`` for a hit."""
 
     def refresh(self, page: str, section: str, outcome: RefreshOutcome) -> None:
-        return None
+        """A stale entry's background refresh started, ended, or did not run."""
 
     def breaker_changed(self, page: str, section: str, state: BreakerState) -> None:
-        return None
+        """A section's circuit breaker opened, let a trial through, or closed."""
 
     def cache_health(self, layer: str, healthy: bool) -> None:
-        return None
+        """A shared cache layer (``"redis"``) was lost (``False``) or is back."""
 
     def thread_abandoned(self, section: str) -> None:
-        return None
+        """A sync source's worker thread outlived its timeout and was left to finish."""
 
 
 class Observers(Observer):

@@ -59,6 +59,7 @@ class OrjsonSerializer:
         self._json = JsonSerializer(default=default)
 
     def dumps(self, value: Any, /) -> bytes:
+        """``value`` as compact UTF-8 JSON, byte for byte what :class:`JsonSerializer` writes."""
         try:
             return self._dumps(value, default=self._default, option=self._option)
         except self._encode_error:
@@ -67,6 +68,7 @@ class OrjsonSerializer:
             return self._json.dumps(value)
 
     def loads(self, data: bytes, /) -> Any:
+        """The JSON value of ``data`` (an integer beyond 64 bits comes back a float)."""
         try:
             return self._loads(data)
         except ValueError:

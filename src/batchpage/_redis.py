@@ -582,7 +582,7 @@ class RedisCache:
     async def try_lock(self, key: str, ttl: float, /) -> str | None:
         """A token if this caller may fill ``key`` now (``SET NX PX``), else ``None``.
 
-        While Redis is unavailable every caller gets :data:`LOCAL_TOKEN`:
+        While Redis is unavailable every caller gets ``LOCAL_TOKEN``:
         better one fetch per instance than none. A lock granted after the
         caller gave up waiting is released at once, so it blocks nobody.
         """

@@ -59,6 +59,7 @@ class SectionResult:
 
     @property
     def failed(self) -> bool:
+        """The section has an error, whether or not something stands in for it."""
         return self.error is not None
 
     @property
@@ -158,10 +159,12 @@ class PageResult:
 
     @property
     def sections(self) -> dict[str, Any]:
+        """Each section's value by name, decoded (the wire's ``sections``)."""
         return {name: r.value for name, r in self.results.items()}
 
     @property
     def errors(self) -> list[SectionError]:
+        """One entry per failed section, stand-ins or not (the wire's ``errors``)."""
         return [r.error for r in self.results.values() if r.error is not None]
 
     @property
@@ -185,6 +188,8 @@ class PageResult:
 
     @property
     def metadata(self) -> dict[str, Any]:
+        """``partialFailure``, ``generatedAt``, ``version``, and each section's cache status
+        and time (the wire's ``metadata``; it changes on every request)."""
         return {
             "partialFailure": self.partial_failure,
             "generatedAt": _iso_utc(self.generated_at),

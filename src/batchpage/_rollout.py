@@ -59,6 +59,7 @@ class Rollout:
 
     @property
     def salt(self) -> str:
+        """What the buckets are hashed with; another salt is another split of the users."""
         return self._salt[:-1].decode("utf-8", "surrogatepass")
 
     @property

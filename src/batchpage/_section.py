@@ -16,10 +16,14 @@ from ._policy import CachePolicy
 from ._scope import Scope, ScopeKey
 from ._units import Seconds, positive_seconds
 
+#: What a section calls for its value: ``async def source(ctx) -> value``, or a
+#: plain function (run in a worker thread), given the :class:`RequestContext`.
 Source: TypeAlias = Callable[[RequestContext], Awaitable[Any]] | Callable[[RequestContext], Any]
 
 
 class _NoFallback(enum.Enum):
+    """The type of :data:`NO_FALLBACK`: an enum, so that type checkers narrow it."""
+
     NO_FALLBACK = "NO_FALLBACK"
 
     def __repr__(self) -> str:
@@ -166,6 +170,7 @@ class Section:
     cache: CachePolicy | None = attrs.field(default=None, validator=_check_cache)
     scope: Scope | ScopeKey = attrs.field(default=Scope.GLOBAL, validator=_check_scope)
     breaker: BreakerPolicy | None = attrs.field(factory=BreakerPolicy, validator=_check_breaker)
+    #: Whether ``source`` is awaited in the event loop (else it runs in a worker thread).
     is_async: bool = attrs.field(init=False, eq=False, repr=False)
 
     @is_async.default
@@ -174,8 +179,10 @@ class Section:
 
     @property
     def has_fallback(self) -> bool:
+        """A fallback was given (``None`` counts: it stands in as ``null``)."""
         return self.fallback is not NO_FALLBACK
 
     @property
     def is_personal(self) -> bool:
+        """Cached per user (``Scope.USER``), so ``invalidate(user_id=...)`` applies."""
         return self.scope is Scope.USER

@@ -48,9 +48,17 @@ import attrs
 class Serializer(Protocol):
     """Encodes a section value as UTF-8 JSON bytes, and decodes it back."""
 
-    def dumps(self, value: Any, /) -> bytes: ...
+    def dumps(self, value: Any, /) -> bytes:
+        """``value`` as UTF-8 JSON: one value, the bytes a page is joined from.
 
-    def loads(self, data: bytes, /) -> Any: ...
+        Raises ``TypeError`` (or ``ValueError``) for what it cannot encode:
+        the section is then ``SERIALIZATION_ERROR``.
+        """
+        ...
+
+    def loads(self, data: bytes, /) -> Any:
+        """The value of :meth:`dumps`'s bytes (read for ``PageResult.sections``)."""
+        ...
 
 
 class UnsupportedType(TypeError):
@@ -274,6 +282,7 @@ class JsonSerializer:
         self._decoder = json.JSONDecoder()
 
     def dumps(self, value: Any, /) -> bytes:
+        """``value`` as compact UTF-8 JSON; ``TypeError`` names a type nothing encodes."""
         text = self._encode(value)
         # One substring search (about 0.3 us for a 2 KB section): cheaper than
         # per-call state, and safe when a default= calls dumps() itself.
@@ -282,4 +291,5 @@ class JsonSerializer:
         return text.encode()
 
     def loads(self, data: bytes, /) -> Any:
+        """The JSON value of ``data`` (decimals come back as floats, datetimes as strings)."""
         return self._decoder.decode(data.decode())

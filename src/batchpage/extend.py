@@ -5,7 +5,7 @@ those who plug something in:
 
 * :class:`Cache`: the protocol a cache layer implements (memory, Redis, and
   yours), with the rules every implementation keeps, held to them by the
-  contract suite (``tests/test_cache_contract.py``);
+  contract suite (``tests/redis/test_cache_contract.py``);
 * :class:`Entry` and :class:`Freshness`: a cached value and its windows;
   :meth:`Entry.dumps`/:meth:`Entry.loads` are the format for a shared store,
   :func:`check_json` the check its payloads pass before they enter a page;

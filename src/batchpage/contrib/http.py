@@ -68,7 +68,9 @@ __all__ = [
     "text",
 ]
 
+#: The ``Content-Type`` of a page and of every error reply.
 JSON: Final = "application/json"
+#: The ``Content-Type`` of a stream: one JSON document per line.
 NDJSON: Final = "application/x-ndjson"
 
 #: More fields than this is not a page request; parsing stops early.
@@ -325,6 +327,7 @@ class PageRequest:
 
     @property
     def user_id(self) -> str | None:
+        """Who asked (``None``: anonymous), as the application said."""
         return self.context.user_id
 
 
@@ -519,6 +522,11 @@ class PageEndpoint:
         return self.render(page, request, if_none_match=if_none_match)
 
     def cache_control(self, page: PageResult, request: PageRequest) -> str:
+        """``Cache-Control`` for a page: public and long when a CDN may share it, else less.
+
+        A 503 is ``no-store``; a personal page ``private, no-store``; a page
+        with a failed section public for ``partial_max_age`` seconds only.
+        """
         if page.status_code != 200:
             return _NO_STORE
         if self.is_personal(request):
@@ -570,7 +578,7 @@ class PageEndpoint:
         return StreamReply(200, headers, self.ndjson(request))
 
     async def ndjson(self, request: PageRequest) -> AsyncGenerator[bytes, None]:
-        """One line per section as it completes (:meth:`SectionResult.to_json`: the
+        """One line per section as it completes (:meth:`~batchpage.SectionResult.to_json`: the
         section's stored JSON, not re-encoded), then ``{"errors", "metadata", "status"}``."""
         agg = self.aggregator
         start = time.perf_counter()

@@ -51,6 +51,7 @@ class OpenTelemetryObserver(Observer):
 
     @property
     def tracer(self) -> trace.Tracer:
+        """The tracer given, else the global provider's ``batchpage`` tracer as it is now."""
         return self._tracer if self._tracer is not None else trace.get_tracer("batchpage")
 
     def _start(self, name: str, attributes: dict[str, str]) -> _Open:
@@ -67,12 +68,14 @@ class OpenTelemetryObserver(Observer):
                 opened.span.end()
 
     def page_started(self, page: str, ctx: RequestContext) -> object:
+        """Start and make current the page's span (whether it is personal, never who)."""
         attributes = {"batchpage.page": page}
         if ctx.user_id is not None:
             attributes["batchpage.personal"] = "true"  # whether, never who
         return self._start("batchpage.page", attributes)
 
     def page_finished(self, token: object, page: str, result: PageResult) -> None:
+        """End the page's span with its status; a 503 marks it an error."""
         if isinstance(token, _Open):
             token.span.set_attribute("http.response.status_code", result.status_code)
             token.span.set_attribute("batchpage.partial_failure", result.partial_failure)
@@ -81,11 +84,14 @@ class OpenTelemetryObserver(Observer):
         self._end(token)
 
     def section_started(self, page: str, section: str) -> object:
+        """Start a child span, current while the source runs, so its own spans nest."""
         return self._start(
             "batchpage.section", {"batchpage.page": page, "batchpage.section": section}
         )
 
     def section_finished(self, token: object, page: str, result: SectionResult) -> None:
+        """End the section's span (a cache hit gets one as long as the lookup) with its
+        cache status and error code; a section with nothing to show marks it an error."""
         if not isinstance(token, _Open):  # answered from the cache: a span as long as the lookup
             span = self.tracer.start_span(
                 "batchpage.section",

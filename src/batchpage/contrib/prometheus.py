@@ -10,21 +10,31 @@
 
 Metric names follow Prometheus conventions (``_seconds``, ``_total``):
 
-=====================================================  ===========================================
-``batchpage_pages_total{page,status}``                 pages answered, by HTTP status
-``batchpage_page_duration_seconds{page}``              histogram of page times
-``batchpage_section_duration_seconds{page,section,     histogram of section times; outcome is
-outcome}``                                             ``ok``, ``stand_in`` or ``error``
-``batchpage_section_results_total{page,section,        sections by cache status (``HIT``,
-cache,code}``                                          ``STALE``, ``MISS``, ...) and error code
-``batchpage_refreshes_total{page,section,outcome}``    background refreshes by outcome
-``batchpage_breaker_state{page,section,state}``        1 for a section's current breaker state
-``batchpage_cache_up{layer}``                          1 while a shared cache layer is reachable
-``batchpage_cache_operations_total{layer,result}``     cache layers' own counters (hits, misses,
-                                                       errors, writes, ...) read at scrape time
-``batchpage_threads_abandoned_total{section}``         worker threads left to finish alone
-``batchpage_refresh_backlog{page}``                    background refreshes running now
-=====================================================  ===========================================
+======================================  ==========================  ==============================
+metric                                  labels                      what
+======================================  ==========================  ==============================
+``batchpage_pages_total``               page, status                pages answered, by HTTP status
+``batchpage_page_duration_seconds``     page                        histogram of page times
+``batchpage_section_duration_seconds``  page, section, outcome      histogram of section times;
+                                                                    outcome is ``ok``,
+                                                                    ``stand_in`` or ``error``
+``batchpage_section_results_total``     page, section, cache, code  sections by cache status
+                                                                    (``HIT``, ``STALE``, ``MISS``,
+                                                                    ...) and error code
+``batchpage_refreshes_total``           page, section, outcome      background refreshes by
+                                                                    outcome
+``batchpage_breaker_state``             page, section, state        1 for a section's current
+                                                                    breaker state
+``batchpage_cache_up``                  layer                       1 while a shared cache layer
+                                                                    is reachable
+``batchpage_cache_operations_total``    layer, result               cache layers' own counters
+                                                                    (hits, misses, errors, writes,
+                                                                    ...) read at scrape time
+``batchpage_threads_abandoned_total``   section                     worker threads left to finish
+                                                                    alone
+``batchpage_refresh_backlog``           page                        background refreshes running
+                                                                    now
+======================================  ==========================  ==============================
 """
 
 from __future__ import annotations
@@ -125,19 +135,23 @@ class PrometheusObserver(Observer):
     # -- hooks --------------------------------------------------------------
 
     def page_finished(self, token: object, page: str, result: PageResult) -> None:
+        """Count the page by status and observe its time."""
         self.pages.labels(page, str(result.status_code)).inc()
         self.page_duration.labels(page).observe(result.total_ms / 1000)
 
     def section_finished(self, token: object, page: str, result: SectionResult) -> None:
+        """Observe the section's time by outcome; count it by cache status and error code."""
         outcome = "error" if result.unavailable else "stand_in" if result.stand_in else "ok"
         self.section_duration.labels(page, result.name, outcome).observe(result.elapsed_ms / 1000)
         code = "" if result.error is None else result.error.code.value
         self.section_results.labels(page, result.name, result.cache.value, code).inc()
 
     def refresh(self, page: str, section: str, outcome: RefreshOutcome) -> None:
+        """Count a background refresh's outcome."""
         self.refreshes.labels(page, section, outcome.value).inc()
 
     def thread_abandoned(self, section: str) -> None:
+        """Count an abandoned worker thread."""
         self.abandoned.labels(section).inc()
 
 

@@ -2,7 +2,7 @@
 
 Each source sleeps for the latency the seed measured (80/60/70/50/65/75 ms).
 The batch takes about the slowest of them; calling them one after another
-takes their sum. Run: ``python -m examples.seed_page``.
+takes their sum. Run: ``python -m examples.features.seed_page``.
 """
 
 from __future__ import annotations
