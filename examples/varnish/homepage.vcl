@@ -20,7 +20,7 @@
 # page, and signed-in users never share anything.
 #
 # docs/deployment.md ("A CDN in front") explains each rule;
-# tests/test_cdn.py runs this file, unchanged but for the backend's port,
+# tests/examples/test_cdn.py runs this file, unchanged but for the backend's port,
 # in a real varnishd in front of the FastAPI example.
 
 vcl 4.1;
