@@ -42,6 +42,7 @@ def homepage_settings() -> Settings:
         rollout_percent=s.HOMEPAGE_ROLLOUT_PERCENT,
         rollout_key=s.HOMEPAGE_ROLLOUT_KEY,
         rollout_poll=s.HOMEPAGE_ROLLOUT_POLL,
+        redis_budget=s.HOMEPAGE_REDIS_BUDGET,
         faults=s.HOMEPAGE_FAULTS,
         demo_faults=s.HOMEPAGE_DEMO_FAULTS,
         now=s.HOMEPAGE_NOW,

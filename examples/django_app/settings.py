@@ -57,6 +57,7 @@ HOMEPAGE_SECTION_TIMEOUT: float = _ENV.section_timeout  #: seconds
 HOMEPAGE_ROLLOUT_PERCENT: float = _ENV.rollout_percent
 HOMEPAGE_ROLLOUT_KEY: str = _ENV.rollout_key or DEFAULT_ROLLOUT_KEY
 HOMEPAGE_ROLLOUT_POLL: float = _ENV.rollout_poll  #: seconds
+HOMEPAGE_REDIS_BUDGET: float = _ENV.redis_budget  #: seconds per Redis command
 HOMEPAGE_FAULTS: str = _ENV.faults  #: test hook; see examples.service.faults
 #: /demo/faults, the demo page's run-time fault switch; see examples.service.demo
 HOMEPAGE_DEMO_FAULTS: bool = _ENV.demo_faults

@@ -138,7 +138,8 @@ async def running(settings: Settings) -> AsyncIterator[Homepage]:
             )
         cache: Cache | None = None
         if settings.redis_url:
-            cache = LayeredCache(MemoryCache(), RedisCache.from_url(settings.redis_url))
+            redis = RedisCache.from_url(settings.redis_url, command_timeout=settings.redis_budget)
+            cache = LayeredCache(MemoryCache(), redis)
         # Each service its own registry: two apps in one process (tests) keep apart.
         metrics = PrometheusObserver(registry=CollectorRegistry())
         observers: list[Observer] = [metrics]

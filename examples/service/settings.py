@@ -18,6 +18,9 @@ environment variable               default               meaning
 ``ROLLOUT_PERCENT``                ``100``               share of user ids told to use the batch
 ``BATCHPAGE_ROLLOUT_KEY``          see below             the Redis key overriding the percentage
 ``BATCHPAGE_ROLLOUT_POLL``         ``2``                 seconds between two reads of that key
+``BATCHPAGE_REDIS_BUDGET``         ``0.1``               seconds a Redis command may take before
+                                                         Redis counts as down (RedisCache's
+                                                         ``command_timeout``)
 ``BATCHPAGE_EXAMPLE_FAULTS``       (none)                test hook: see :mod:`.faults`
 ``BATCHPAGE_DEMO_FAULTS``          ``0``                 ``1``: the demo page's run-time fault
                                                          switch, ``/demo/faults`` (see
@@ -114,6 +117,7 @@ class Settings:
     rollout_salt: str = "homepage-batch"
     rollout_key: str = DEFAULT_ROLLOUT_KEY
     rollout_poll: float = attrs.field(default=2.0, validator=_positive("rollout_poll"))
+    redis_budget: float = attrs.field(default=0.1, validator=_positive("redis_budget"))
     faults: str = ""  #: see :mod:`examples.service.faults`; empty = none
     #: ``/demo/faults``, the demo page's run-time fault switch (:mod:`examples.service.demo`)
     demo_faults: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
@@ -192,6 +196,7 @@ class Settings:
             rollout_percent=number("ROLLOUT_PERCENT", 100.0),
             rollout_key=text("BATCHPAGE_ROLLOUT_KEY") or DEFAULT_ROLLOUT_KEY,
             rollout_poll=number("BATCHPAGE_ROLLOUT_POLL", 2.0),
+            redis_budget=number("BATCHPAGE_REDIS_BUDGET", 0.1),
             faults=text("BATCHPAGE_EXAMPLE_FAULTS") or "",
             demo_faults=demo_raw in {"1", "true", "yes"},
             now=parse_now(text("BATCHPAGE_EXAMPLE_NOW")),

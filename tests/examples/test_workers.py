@@ -54,8 +54,15 @@ def workers(
     redis_server = RedisServer(tmp_path_factory.mktemp("workers-redis"))
     redis_server.start()
     try:
+        # A generous Redis budget: on a loaded two-core machine a command can
+        # take over the default 0.1 s, and a Redis that counts as down gives
+        # each worker a local lock (a refresh each): the rule under test here is
+        # the lock's, not the budget's (tests/redis/test_grey_redis.py has those).
         env = app_environment(
-            homepage_mongo, REDIS_URL=redis_server.url, BATCHPAGE_DEBUG_VITALS="1"
+            homepage_mongo,
+            REDIS_URL=redis_server.url,
+            BATCHPAGE_DEBUG_VITALS="1",
+            BATCHPAGE_REDIS_BUDGET="1.0",
         )
         server = AppServer(
             "fastapi", env, tmp_path_factory.mktemp("workers"), label="workers", workers=WORKERS
