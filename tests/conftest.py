@@ -53,6 +53,13 @@ from redis_server import (  # noqa: E402
     ticker,  # noqa: F401
 )
 
+# A real Redis Cluster (3 masters, 3 replicas) for the cluster tests (tests/redis_cluster.py).
+from redis_cluster import (  # noqa: E402
+    _session_redis_cluster,  # noqa: F401
+    private_redis_cluster,  # noqa: F401
+    redis_cluster,  # noqa: F401
+)
+
 # The homepage's MongoDB (tests/mongo_server.py): the ``homepage_mongo`` fixture.
 pytest_plugins = ["mongo_server"]
 

@@ -6,7 +6,7 @@ A node's cluster bus listens on its port + 10000, so every port is below
 55535 and its bus port is free too. ``cluster-node-timeout`` is short (2 s)
 so a killed master is replaced by its replica within seconds.
 
-``redis_cluster`` is one cluster for the module, emptied before each test;
+``redis_cluster`` is one cluster for the session, emptied before each test;
 ``private_redis_cluster`` is a cluster of the test's own, for tests that
 kill one of its nodes. Every process is stopped at the end: nothing is left
 running, however the test ended.
@@ -309,13 +309,31 @@ class RedisClusterServer:
                     total[key] = total.get(key, 0) + int(value["calls"])
         return total
 
+    def freeze(self) -> None:
+        """Stop every node (SIGSTOP): connections are accepted, nothing is answered.
+
+        All of them at once, so no node sees the others miss their node
+        timeout; thaw within it (2 s) and the cluster carries on unchanged.
+        """
+        for node in self.nodes:
+            if node.running:
+                assert node.process is not None
+                node.process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        for node in self.nodes:
+            if node.running:
+                assert node.process is not None
+                node.process.send_signal(signal.SIGCONT)
+        self.wait_ok([n for n in self.nodes if n.running])
+
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
 
 
-@pytest.fixture(scope="module")
-def _module_redis_cluster(
+@pytest.fixture(scope="session")
+def _session_redis_cluster(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[RedisClusterServer]:
     cluster = RedisClusterServer(tmp_path_factory.mktemp("cluster"))
@@ -327,10 +345,10 @@ def _module_redis_cluster(
 
 
 @pytest.fixture
-def redis_cluster(_module_redis_cluster: RedisClusterServer) -> RedisClusterServer:
-    """The module's cluster, empty, with zeroed command statistics."""
-    _module_redis_cluster.reset()
-    return _module_redis_cluster
+def redis_cluster(_session_redis_cluster: RedisClusterServer) -> RedisClusterServer:
+    """The session's cluster, empty, with zeroed command statistics."""
+    _session_redis_cluster.reset()
+    return _session_redis_cluster
 
 
 @pytest.fixture

@@ -381,7 +381,29 @@ class RedisCache:
             raise RuntimeError(
                 "RedisCache needs asyncio (redis-py's asyncio client), not another event loop"
             ) from None
+        if self._cluster is not False:
+            # Learn what the URL names, and a cluster's layout, before the first
+            # page needs them; in the background: a down Redis must not block start-up.
+            task = self._detach("connect", self._connect)
+            task.add_done_callback(_late_handler(None))
         return self
+
+    async def connect(self) -> bool:
+        """Reach Redis now, within ``hard_timeout``: False (and backed off) if it did not answer.
+
+        Never needed: every call connects by itself. It tells a readiness
+        check whether Redis answers, and has :meth:`from_url` learn whether it
+        names a cluster node (and a cluster client its layout) before the
+        first page does.
+        """
+        done = await self._call("connect", self._connect, budget=self.hard_timeout)
+        return done is not _SKIPPED
+
+    async def _connect(self) -> None:
+        if self._cluster:
+            await self._cluster_client()
+        else:
+            await self.client.ping()
 
     async def __aexit__(
         self,
