@@ -281,7 +281,8 @@ class RedisClusterServer:
     def slot_map(self) -> dict[int, int]:
         """slot -> port of the master serving it."""
         owners: dict[int, int] = {}
-        with self.nodes[0].client() as client:
+        node = next(n for n in self.nodes if n.running)
+        with node.client() as client:
             for start, end, master, *_ in client.execute_command("CLUSTER SLOTS"):
                 for slot in range(int(start), int(end) + 1):
                     owners[slot] = int(master[1])

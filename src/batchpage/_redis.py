@@ -712,9 +712,23 @@ class RedisCache:
         if complete is _SKIPPED:
             return False
         published = await self._call(
-            "publish", lambda: self.client.publish(self.channel, pattern.glob()), kind=_Kind.WRITE
+            "publish", lambda: self._publish(pattern.glob()), kind=_Kind.WRITE
         )
         return complete is True and published is not _SKIPPED
+
+    async def _publish(self, message: str) -> object:
+        if not self._cluster:
+            return await self.client.publish(self.channel, message)
+        # A cluster carries a PUBLISH on any node to every node: the first
+        # node that answers will do, masters first (one may be down).
+        client = await self._cluster_client()
+        error: Exception | None = None
+        for node in _masters_first(client.get_nodes()):
+            try:
+                return await client.publish(self.channel, message, target_nodes=node)
+            except Exception as exc:
+                error = exc
+        raise error if error is not None else ConnectionError("the cluster lists no node")
 
     async def _delete_matching(self, pattern: KeyPattern) -> bool:
         glob = pattern.glob()
@@ -882,7 +896,7 @@ class RedisCache:
         client = self.client
         async with asyncio.timeout(self.hard_timeout):
             await client.initialize()
-        nodes = sorted(client.get_nodes(), key=lambda node: node.name)
+        nodes = _masters_first(client.get_nodes())
         if not nodes:
             raise ConnectionError("the cluster lists no node")
         node = nodes[self._pubsub_turn % len(nodes)]
@@ -1006,6 +1020,11 @@ def _milliseconds(seconds: float) -> int:
     if not seconds < _MAX_PX / 1000:  # also catches inf and NaN
         return _MAX_PX + 1
     return max(1, math.ceil(seconds * 1000))
+
+
+def _masters_first(nodes: Sequence[Any]) -> list[Any]:
+    """A cluster's nodes, masters first, each group by name: the same order on every call."""
+    return sorted(nodes, key=lambda node: (node.server_type != "primary", node.name))
 
 
 def _node_client(node: Any) -> Any:
