@@ -206,6 +206,7 @@ async def test_a_single_redis_client_on_a_cluster_node_fails_open_and_says_why(
 # -- keys -----------------------------------------------------------------------
 
 
+@pytest.mark.fault  # a figure of docs/reliability.md
 def test_personal_keys_spread_over_every_master(redis_cluster: RedisClusterServer) -> None:
     """10,000 users' keys: each user's in one slot, the users spread evenly over the masters."""
     keys = KeyBuilder(prefix="batchpage", page="home", version="v1")
@@ -265,6 +266,7 @@ class RoundTrips:
         return taken
 
 
+@pytest.mark.fault  # a figure of docs/reliability.md
 async def test_a_warm_page_costs_one_round_trip_per_slot_at_most(
     redis_cluster: RedisClusterServer, fake_clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -359,6 +359,8 @@ class RedisCache:
         """From the single-Redis client that :meth:`from_url` started with to a cluster client."""
         factory = self._cluster_factory
         assert factory is not None
+        if self._cluster:
+            return  # switched already (a MOVED and INFO both said so)
         old = self.client
         self._use(factory())
         self._cluster = True
@@ -821,6 +823,12 @@ class RedisCache:
         task = self._detach("unlock", lambda: self._unlock_script(keys=[lock_key], args=[token]))
         task.add_done_callback(_late_handler(None))
 
+    async def _exists(self, key: str) -> object:
+        if self._cluster:
+            client = await self._cluster_client()
+            return await client.exists(key)
+        return await self.client.exists(key)
+
     async def wait_for(self, key: str, wait: float, /) -> Entry | None:
         """Poll until another instance drops its lock on ``key``, or ``wait`` ends.
 
@@ -834,7 +842,7 @@ class RedisCache:
         while True:  # bounded by the deadline
             remaining = deadline - anyio.current_time()
             held = await self._call(
-                "wait", lambda: self.client.exists(lock_key), budget=self._within(remaining)
+                "wait", lambda: self._exists(lock_key), budget=self._within(remaining)
             )
             if held is _SKIPPED:
                 return None
