@@ -19,6 +19,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,6 +35,15 @@ _MAX_PORT = 65535 - _BUS_OFFSET  # the bus port must exist too
 _START_TIMEOUT = 10.0
 _JOIN_TIMEOUT = 30.0
 _STOP_TIMEOUT = 5.0
+
+
+# Six servers must not outlive the test run, however it ends (SIGKILL
+# included): util-linux's setpriv execs each with a parent-death signal. The
+# fixtures start them from pytest's main thread, whose exit is the parent's.
+_SETPRIV = shutil.which("setpriv")
+_DIE_WITH_PARENT: tuple[str, ...] = (
+    (_SETPRIV, "--pdeathsig", "KILL", "--") if _SETPRIV and sys.platform == "linux" else ()
+)
 
 
 def _bindable(port: int) -> bool:
@@ -85,6 +95,7 @@ class ClusterNode:
         with (self.directory / "redis.log").open("ab") as log:
             self.process = subprocess.Popen(
                 [
+                    *_DIE_WITH_PARENT,
                     self.executable,
                     "--port",
                     str(self.port),

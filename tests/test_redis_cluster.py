@@ -18,6 +18,8 @@ import json
 import os
 import random
 import statistics
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
@@ -49,6 +51,7 @@ from batchpage import (
 from batchpage.extend import Entry, KeyBuilder
 from conftest import FakeClock
 from helpers import Recorder
+from processes import HAS_PROC, process, survivors
 from redis_cluster import ClusterNode, RedisClusterServer
 from redis_server import RedisServer, eventually
 
@@ -129,6 +132,41 @@ def cluster_keys(cluster: RedisClusterServer, match: str = "*") -> set[str]:
         with node.client() as client:
             found.update(k.decode() for k in client.scan_iter(match=match, count=1000))
     return found
+
+
+# -- the fixture itself ------------------------------------------------------------
+
+_STARTER = """
+import sys, tempfile, time
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from redis_cluster import RedisClusterServer
+cluster = RedisClusterServer(Path(tempfile.mkdtemp()))
+cluster.start()
+print(" ".join(str(n.process.pid) for n in cluster.nodes), flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.mark.skipif(not HAS_PROC, reason="reads /proc")
+def test_a_cluster_dies_with_the_process_that_started_it() -> None:
+    """SIGKILL the test process that started a cluster: its six servers end with it."""
+    tests = str(Path(__file__).parent)
+    starter = subprocess.Popen(
+        [sys.executable, "-c", _STARTER, tests], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    )
+    try:
+        assert starter.stdout is not None
+        line = starter.stdout.readline().decode()
+        procs = [p for p in map(process, map(int, line.split())) if p is not None]
+        assert len(procs) == 6, line
+        assert all("redis-server" in p.cmdline for p in procs)
+    finally:
+        starter.kill()
+        starter.wait()
+        if starter.stdout is not None:
+            starter.stdout.close()
+    assert survivors(procs, within=5.0) == []
 
 
 # -- finding the cluster --------------------------------------------------------
