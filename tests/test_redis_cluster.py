@@ -241,6 +241,46 @@ async def test_a_single_redis_client_on_a_cluster_node_fails_open_and_says_why(
     assert "Redis Cluster node" in caplog.text
 
 
+async def test_from_url_takes_the_cluster_client_on_moved_when_info_is_refused(
+    redis_cluster: RedisClusterServer, fake_clock: FakeClock
+) -> None:
+    """A user whose ACL refuses INFO: the first MOVED answer switches to the cluster client."""
+    for node in redis_cluster.nodes:
+        with node.client() as client:
+            client.acl_setuser(
+                "noinfo",
+                enabled=True,
+                nopass=True,
+                keys=["*"],
+                channels=["*"],
+                commands=["+@all", "-info"],
+            )
+    port = redis_cluster.nodes[0].port
+    owner = redis_cluster.slot_map()
+    elsewhere = next(
+        f"t:{{{tag}}}:k"
+        for tag in "abcdefghijklmnopqrstuvwxyz"
+        if owner[key_slot(f"t:{{{tag}}}:k".encode())] != port
+    )
+    try:
+        cache = RedisCache.from_url(
+            f"redis://noinfo@127.0.0.1:{port}/0", clock=fake_clock, backoff=0.05
+        )
+        async with cache:
+            await cache.connect()
+            assert await cache.get_many([elsewhere]) == [None]  # MOVED: an outage, then...
+            await anyio.sleep(0.06)
+            assert await cache.set(elsewhere, Entry.create(b"1", POLICY, fake_clock.now))
+            (read,) = await cache.get_many([elsewhere])
+            assert cache.cluster is True
+            assert (cache.stats.errors, cache.stats.outages) == (1, 1)
+    finally:
+        for node in redis_cluster.nodes:
+            with node.client() as client:
+                client.acl_deluser("noinfo")
+    assert read is not None
+
+
 # -- keys -----------------------------------------------------------------------
 
 
