@@ -413,6 +413,7 @@ class RedisCache:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self._detecting = None  # a lock belongs to its event loop; the next entry may be on another
         with anyio.CancelScope(shield=True):
             await self._drain()
             if self.owns_client:
