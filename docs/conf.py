@@ -133,3 +133,8 @@ nitpick_ignore = [
 html_theme = "furo"
 html_title = f"batchpage {release}"
 html_static_path: list[str] = []
+
+# _keys.py names Section and RequestContext for mypy only (importing them there
+# would be circular): the typehints extension cannot resolve them, and shows
+# them by name.
+suppress_warnings = ["sphinx_autodoc_typehints.forward_reference"]

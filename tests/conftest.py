@@ -46,6 +46,13 @@ def fake_clock() -> FakeClock:
 # A TCP fault proxy in front of the Redis below (tests/fault_proxy.py).
 from fault_proxy import redis_fault_proxy  # noqa: E402, F401
 
+# A real Redis Cluster (3 masters, 3 replicas) for the cluster tests (tests/redis_cluster.py).
+from redis_cluster import (  # noqa: E402
+    _session_redis_cluster,  # noqa: F401
+    private_redis_cluster,  # noqa: F401
+    redis_cluster,  # noqa: F401
+)
+
 # A real redis-server for the Redis tests (tests/redis_server.py).
 from redis_server import (  # noqa: E402
     _session_redis_server,  # noqa: F401

@@ -62,10 +62,46 @@ def soak(row: dict[str, Any]) -> list[str]:
     return lines
 
 
+def cluster(rows: Iterable[dict[str, Any]]) -> list[str]:
+    """The Redis Cluster figures (``tests/test_redis_cluster.py``), the last row of each."""
+    latest = {r["test"]: r for r in rows}
+    lines = ["| check | figure |", "| --- | --- |"]
+    spread = latest.get("key spread")
+    if spread:
+        lines.append(
+            f"| {spread['users']:,} users' personal keys per master | "
+            f"{', '.join(f'{n:,}' for n in spread['per_master'])} "
+            f"(max / mean {spread['max_over_mean']}; {spread['slots_used']:,} slots) |"
+        )
+    trips = latest.get("warm page round trips")
+    if trips:
+        lines.append(
+            f"| warm page from Redis ({trips['sections']} sections, global and personal): "
+            f"slots per page / MGETs / round trips | {trips['slots_per_page']} / "
+            f"{trips['mget_per_page_max']} / {trips['round_trips_per_page_max']} at most "
+            f"({trips['round_trips_per_page_mean']} on average, {trips['pages']} pages) |"
+        )
+    failover = latest.get("master killed under load")
+    if failover:
+        lines += [
+            f"| master of the page's slot SIGKILLed under load: pages | {failover['pages']:,} "
+            f"({_statuses(failover['statuses'])}), {failover['pages_during_failover']:,} "
+            "before hits resumed |",
+            f"| worst page / deadline | {failover['worst_page_ms']:.0f} / "
+            f"{failover['deadline_ms']:.0f} ms |",
+            f"| first Redis error / replica promoted / Redis hits again (s after the kill) | "
+            f"{failover['first_outage_s']} / {failover['replica_promoted_s']} / "
+            f"{failover['hits_resumed_s']} |",
+            f"| back-offs (outages) during the failover | {failover['outages']} |",
+        ]
+    return lines
+
+
 def render(rows: list[dict[str, Any]]) -> str:
     faults = [r for r in rows if "kind" not in r]
     soaks = [r for r in rows if r.get("kind") == "soak"]
     workers = [r for r in rows if r.get("kind") == "workers"]
+    clusters = [r for r in rows if r.get("kind") == "cluster"]
     out = ["### Fault matrix", "", *matrix(faults), ""]
     if soaks:
         out += ["### Soak", "", *soak(soaks[-1]), ""]
@@ -73,6 +109,8 @@ def render(rows: list[dict[str, Any]]) -> str:
         out += ["### Four workers on one Redis", "", "| check | figure |", "| --- | ---: |"]
         out += [f"| {r['test']} | {r['value']} |" for r in workers]
         out.append("")
+    if clusters:
+        out += ["### Redis Cluster (3 masters, 3 replicas)", "", *cluster(clusters), ""]
     return "\n".join(out)
 
 

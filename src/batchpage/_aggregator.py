@@ -29,7 +29,7 @@ from ._errors import (
 )
 from ._executor import Attempt, Executor, timeout_error
 from ._filler import CacheFiller
-from ._keys import KeyBuilder, check_part, escape
+from ._keys import KeyBuilder, check_part
 from ._loop import running_loop
 from ._memory import MemoryCache
 from ._observer import Observer, Observers
@@ -282,35 +282,9 @@ class Aggregator:
             raise UnknownSectionError(unknown)
         return tuple(key)  # equal to ``items``: the memo's key
 
-    def scope_part(self, section: Section, ctx: RequestContext) -> str:
-        """Whose entry this request reads: ``g``, ``anon``, ``u…`` or ``c…`` in the key.
-
-        Calls a custom scope function, so it raises what that raises.
-        """
-        scope = section.scope
-        if scope is Scope.GLOBAL:
-            return "g"
-        if scope is Scope.USER:
-            return self.keys.user_part(ctx.user_id)
-        assert callable(scope)
-        return "c" + escape(str(scope(ctx)))
-
-    def _key(self, section: Section, ctx: RequestContext, params: str) -> str | None:
-        """The section's key, or ``None`` (not cached this time) if its scope function fails.
-
-        A scope decides whose entry a value is: without it the value is
-        fetched and served, never shared. One failing section never fails the page.
-        """
-        try:
-            scope = self.scope_part(section, ctx)
-        except Exception:
-            logger.exception("section %r: scope function failed; not cached", section.name)
-            return None
-        return self.keys.key(section.name, scope, params)
-
     def key_for(self, section: Section, ctx: RequestContext) -> str:
-        """The cache key of ``section`` for this request."""
-        return self.keys.key(section.name, self.scope_part(section, ctx), ctx.params_key)
+        """The cache key of ``section`` for this request (see :class:`~batchpage.extend.KeyBuilder`)."""
+        return self.keys.key_for(section, ctx)
 
     # -- fetching ---------------------------------------------------------
 
@@ -521,8 +495,8 @@ class Aggregator:
         keys = self._key_memo.get(memo_key)
         if keys is not None:
             return keys
-        params = ctx.params_key
-        built = [None if s.cache is None else self._key(s, ctx, params) for s in plan]
+        key = self.keys.key
+        built = [None if s.cache is None else key(s, ctx) for s in plan]
         custom = any(s.cache is not None and not isinstance(s.scope, Scope) for s in plan)
         if not custom and (user is None or len(user) <= _MEMO_MAX_USER):
             if len(self._key_memo) >= 4096:
@@ -735,11 +709,11 @@ class Aggregator:
         elif scope is not None:
             if isinstance(target.scope, Scope):
                 raise ValueError(f"section {section!r} has no custom scope")
-            part = "c" + escape(scope)
-        prefix = self.keys.section_prefix(section, part)
-        if not await self.cache.invalidate(prefix):
+            part = self.keys.custom_part(scope)
+        pattern = self.keys.pattern(section, part)
+        if not await self.cache.invalidate(pattern):
             raise InvalidationIncomplete(
-                f"invalidation of {prefix!r} did not reach every cache layer; retry"
+                f"invalidation of {pattern.glob()!r} did not reach every cache layer; retry"
             )
 
     def __repr__(self) -> str:

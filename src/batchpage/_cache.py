@@ -7,6 +7,7 @@ from types import TracebackType
 from typing import Protocol, Self, runtime_checkable
 
 from ._entry import Entry
+from ._keys import KeyPattern
 
 
 @runtime_checkable
@@ -57,9 +58,12 @@ class Cache(Protocol):
         that lock was granted. True if stored (in at least the nearest layer)."""
         ...
 
-    async def invalidate(self, prefix: str, /) -> bool:
-        """Drop every entry whose key starts with ``prefix``.
+    async def invalidate(self, pattern: KeyPattern | str, /) -> bool:
+        """Drop every entry whose key ``pattern`` matches (a str: a literal prefix).
 
+        The aggregator passes a :class:`KeyPattern` (``pattern.matches(key)``;
+        ``pattern.glob()`` for a Redis ``SCAN MATCH``); a store that can only
+        drop by prefix may drop ``pattern.literal_prefix``, more than asked.
         False when a layer could not be reached (the old value may come back).
         """
         ...

@@ -9,7 +9,7 @@ from typing import Any
 import anyio
 import attrs
 
-from ._keys import KeyBuilder
+from ._escape import params_token
 
 _SCALARS = (str, int, float, bool, type(None))
 
@@ -80,7 +80,7 @@ class RequestContext:
         """The parameters as one bounded, typed cache-key token."""
         key = self._params_key
         if key is None:
-            key = KeyBuilder.params_part(self.params)
+            key = params_token(self.params)
             object.__setattr__(self, "_params_key", key)
         return key
 

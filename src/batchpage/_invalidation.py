@@ -11,9 +11,11 @@ from __future__ import annotations
 
 from collections import deque
 
+from ._keys import KeyPattern
+
 
 class InvalidationLog:
-    """The last ``size`` invalidated prefixes, numbered in order.
+    """The last ``size`` invalidations (each a :class:`KeyPattern`), numbered in order.
 
     Bounded: a mark older than everything remembered is answered "yes,
     invalidated", which costs at most one write that is not kept.
@@ -23,16 +25,19 @@ class InvalidationLog:
 
     def __init__(self, size: int = 1024) -> None:
         self._seq = 0
-        self._recent: deque[tuple[int, str]] = deque(maxlen=size)
+        self._recent: deque[tuple[int, KeyPattern]] = deque(maxlen=size)
 
     def mark(self) -> int:
         """The current position; pass it to :meth:`invalidated_since` later."""
         return self._seq
 
-    def record(self, prefix: str) -> None:
-        """An invalidation of every key starting with ``prefix`` (``""``: all keys)."""
+    def record(self, pattern: KeyPattern | str) -> None:
+        """An invalidation of every key ``pattern`` matches.
+
+        A str is a literal prefix; ``""`` is every key.
+        """
         self._seq += 1
-        self._recent.append((self._seq, prefix))
+        self._recent.append((self._seq, KeyPattern.of(pattern)))
 
     def invalidated_since(self, key: str, mark: int) -> bool:
         """Whether an invalidation recorded after ``mark`` covers ``key``."""
@@ -41,9 +46,9 @@ class InvalidationLog:
         recent = self._recent
         if not recent or recent[0][0] > mark + 1:
             return True  # some of what happened since is forgotten: assume the worst
-        for seq, prefix in reversed(recent):
+        for seq, pattern in reversed(recent):
             if seq <= mark:
                 return False
-            if key.startswith(prefix):
+            if pattern.matches(key):
                 return True
         return False

@@ -12,8 +12,11 @@ import anyio.abc
 import attrs
 
 from ._entry import Entry
+from ._keys import KeyPattern
 from ._memory import MemoryCache
 from ._redis import RedisCache, Stored
+
+_EVERY_KEY = KeyPattern.prefix("")
 
 
 @attrs.define
@@ -23,7 +26,7 @@ class LayeredCacheStats:
     memory_hits: int = 0  #: keys answered fresh from memory, without Redis
     redis_reads: int = 0  #: ``get_many`` calls that went on to Redis
     memory_fills: int = 0  #: Redis entries copied into memory
-    invalidations_received: int = 0  #: prefixes dropped on another instance's message
+    invalidations_received: int = 0  #: patterns dropped on another instance's message
     memory_flushes: int = 0  #: memory emptied after the subscription was lost
 
 
@@ -83,18 +86,17 @@ class LayeredCache:
             self._on_invalidation, on_resubscribe=self._on_resubscribe, task_status=task_status
         )
 
-    def _on_invalidation(self, prefix: str) -> None:
-        self._log.record(prefix)
+    def _on_invalidation(self, pattern: KeyPattern) -> None:
+        self._log.record(pattern)
         self.stats.invalidations_received += 1
-        if prefix:
-            self.memory.drop_prefix(prefix)
+        self.memory.drop_matching(pattern)
 
     def _on_resubscribe(self) -> None:
         # Invalidations sent while the subscription was down are lost; memory
         # may hold any of the entries they named.
-        self._log.record("")
+        self._log.record(_EVERY_KEY)
         self.stats.memory_flushes += 1
-        self.memory.drop_prefix("")
+        self.memory.drop_matching(_EVERY_KEY)
 
     def watch_health(self, listener: Callable[[str, bool], object]) -> None:
         """Redis's health (memory is always there): see :meth:`RedisCache.watch_health`."""
@@ -142,11 +144,12 @@ class LayeredCache:
             return False
         return self.memory.put(key, entry)
 
-    async def invalidate(self, prefix: str, /) -> bool:
-        """Drop ``prefix`` here and in Redis; Redis tells the other instances."""
-        self._log.record(prefix)
-        self.memory.drop_prefix(prefix)
-        return await self.redis.invalidate(prefix)
+    async def invalidate(self, pattern: KeyPattern | str, /) -> bool:
+        """Drop what ``pattern`` matches here and in Redis; Redis tells the other instances."""
+        pattern = KeyPattern.of(pattern)
+        self._log.record(pattern)
+        self.memory.drop_matching(pattern)
+        return await self.redis.invalidate(pattern)
 
     async def try_lock(self, key: str, ttl: float, /) -> str | None:
         """Redis's lock; the token also marks the moment, for memory's check on write."""

@@ -12,6 +12,7 @@ import cachetools
 
 from ._entry import Entry
 from ._invalidation import InvalidationLog
+from ._keys import KeyPattern
 from ._units import Seconds, positive_seconds
 
 logger = logging.getLogger("batchpage.memory")
@@ -156,20 +157,27 @@ class MemoryCache:
             return False
         return self.put(key, entry)
 
-    def drop_prefix(self, prefix: str) -> int:
-        """Forget the entries whose key starts with ``prefix``; how many there were.
-
-        Unlike :meth:`invalidate`, records nothing: fills in flight may still land.
-        """
-        doomed = [k for k in self._data if k.startswith(prefix)]
+    def drop_matching(self, pattern: KeyPattern | str) -> int:
+        """Drop every entry ``pattern`` matches (a str: a literal prefix); how many went."""
+        pattern = KeyPattern.of(pattern)
+        if pattern.is_prefix:
+            prefix = pattern.literal_prefix
+            doomed = [k for k in self._data if k.startswith(prefix)]
+        else:
+            doomed = [k for k in self._data if pattern.matches(k)]
         for k in doomed:
             self._data.pop(k, None)
         return len(doomed)
 
-    async def invalidate(self, prefix: str, /) -> bool:
-        """Drop ``prefix``'s entries and refuse fills that began before; always True."""
-        self.invalidations.record(prefix)
-        self.drop_prefix(prefix)
+    def drop_prefix(self, prefix: str) -> int:
+        """Drop every entry whose key starts with ``prefix``."""
+        return self.drop_matching(KeyPattern.prefix(prefix))
+
+    async def invalidate(self, pattern: KeyPattern | str, /) -> bool:
+        """Drop what ``pattern`` matches and refuse fills that began before; always True."""
+        pattern = KeyPattern.of(pattern)
+        self.invalidations.record(pattern)
+        self.drop_matching(pattern)
         return True
 
     async def try_lock(self, key: str, ttl: float, /) -> str | None:

@@ -14,6 +14,14 @@ The command itself runs in a task of the cache's own, so giving up on it
 does not cancel it half-way through a reply, which would cost its pooled
 connection; it finishes (or is cut at a hard limit) on its own.
 
+On Redis Cluster the cache runs on redis-py's own cluster client
+(``redis.asyncio.cluster.RedisCluster``): a page's keys are read with one
+``MGET`` per slot they touch (a pipeline per node, the nodes in parallel),
+an invalidation scans every master, and the invalidation channel is heard
+through one node at a time (``PUBLISH`` reaches every node of a cluster).
+:meth:`RedisCache.from_url` finds out by itself whether it was pointed at a
+cluster node.
+
 ``redis`` itself is imported lazily: importing batchpage must not need it.
 """
 
@@ -24,7 +32,6 @@ import contextlib
 import enum
 import logging
 import math
-import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -37,10 +44,12 @@ import attrs
 
 from ._entry import Entry, Freshness
 from ._extras import require
+from ._keys import KeyPattern
 from ._units import Seconds, positive_seconds
 
 if TYPE_CHECKING:
     import redis.asyncio
+    import redis.asyncio.cluster
 
 logger = logging.getLogger("batchpage.redis")
 
@@ -87,13 +96,6 @@ return 1
 # Detached commands in flight at most; past it, calls answer locally.
 _MAX_IN_FLIGHT = 128
 
-_GLOB_SPECIAL = re.compile(r"([*?\[\]\\])")
-
-
-def glob_escape(text: str) -> str:
-    """``text`` as a literal in a Redis glob (``SCAN MATCH``, ``KEYS``)."""
-    return _GLOB_SPECIAL.sub(r"\\\1", text)
-
 
 class _Skipped(enum.Enum):
     SKIPPED = "skipped"
@@ -127,20 +129,23 @@ class RedisCacheStats:
 
 
 class RedisCache:
-    """Entries in Redis, shared by every instance: one ``MGET`` per page.
+    """Entries in Redis, shared by every instance: one ``MGET`` per page (per slot on a cluster).
 
-    ``client`` is a ``redis.asyncio.Redis`` that does not decode responses;
-    :meth:`from_url` builds one with short timeouts and no retries, which is
-    what a cache in a request path wants. redis-py's asyncio client runs on
-    asyncio only, so a ``RedisCache`` needs asyncio (not trio).
+    ``client`` is a ``redis.asyncio.Redis``, or a
+    ``redis.asyncio.cluster.RedisCluster`` for Redis Cluster, that does not
+    decode responses; :meth:`from_url` builds one with short timeouts and no
+    retries, which is what a cache in a request path wants, and tells a
+    cluster node from a single Redis by itself. redis-py's asyncio client
+    runs on asyncio only, so a ``RedisCache`` needs asyncio (not trio).
 
     ``clock`` (seconds) judges entries and must be the clock of the other
     layers and of the aggregator; Redis's own expiry (set to an entry's
     remaining usefulness) only collects garbage. ``backoff`` (seconds) is how
-    long Redis is skipped after a failure, timed on ``monotonic``.
-    ``channel`` carries invalidations to other instances' memory layers.
-    ``poll_interval`` (seconds) paces :meth:`wait_for`. With ``owns_client``
-    the client is closed when the cache exits.
+    long Redis is skipped after a failure, timed on ``monotonic`` (a cluster
+    is skipped as a whole). ``channel`` carries invalidations to other
+    instances' memory layers. ``poll_interval`` (seconds) paces
+    :meth:`wait_for`. With ``owns_client`` the client is closed when the
+    cache exits.
 
     ``command_timeout`` (seconds) is each command's budget: past it the call
     answers as if Redis were down, and Redis is backed off. A command given
@@ -148,11 +153,15 @@ class RedisCache:
     after which it is cut (and its connection dropped): a client without
     socket timeouts cannot hang anything. Use the cache as an async context
     manager: it owns those background commands.
+
+    On a cluster, a key and its lock (``key:lock``) must share a slot for
+    the conditional write and the lock's compare-and-delete: keys need a
+    ``{hash tag}``, which every key batchpage builds has.
     """
 
     def __init__(
         self,
-        client: redis.asyncio.Redis,
+        client: redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster,
         *,
         clock: Callable[[], float] = time.time,
         channel: str = DEFAULT_CHANNEL,
@@ -166,10 +175,20 @@ class RedisCache:
     ) -> None:
         require("redis.asyncio", extra="redis", what="RedisCache")
         import redis.asyncio
+        from redis.asyncio.cluster import RedisCluster
 
-        if not isinstance(client, redis.asyncio.Redis):
-            raise TypeError(f"client must be a redis.asyncio.Redis, not {client!r}")
-        if client.connection_pool.connection_kwargs.get("decode_responses"):
+        if isinstance(client, RedisCluster):
+            cluster = True
+            decodes = client.get_connection_kwargs().get("decode_responses")
+        elif isinstance(client, redis.asyncio.Redis):
+            cluster = False
+            decodes = client.connection_pool.connection_kwargs.get("decode_responses")
+        else:
+            raise TypeError(
+                "client must be a redis.asyncio.Redis or a redis.asyncio.cluster.RedisCluster, "
+                f"not {client!r}"
+            )
+        if decodes:
             raise ValueError("client must not decode responses (decode_responses=False)")
         if not callable(clock):
             raise TypeError(f"clock must be callable, not {clock!r}")
@@ -179,7 +198,6 @@ class RedisCache:
             raise ValueError(f"channel must be a non-empty str, got {channel!r}")
         if isinstance(scan_count, bool) or not isinstance(scan_count, int) or scan_count < 1:
             raise ValueError(f"scan_count must be a positive int, got {scan_count!r}")
-        self.client = client
         self.clock = clock
         self.channel = channel
         self.backoff = positive_seconds(backoff, name="backoff")
@@ -200,14 +218,31 @@ class RedisCache:
         self._probing = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._health_listeners: list[Callable[[str, bool], object]] = []
+        # ``None``: not known yet (from_url finds out at first use).
+        self._cluster: bool | None = cluster
+        self._cluster_factory: Callable[[], Any] | None = None
+        self._detecting: asyncio.Lock | None = None
+        self._moved_logged = False
+        self._pubsub_turn = 0
+        self._use(client)
+
+    def _use(self, client: Any) -> None:
+        """Talk to Redis through ``client`` from now on."""
+        self.client = client
         self._unlock_script = client.register_script(_UNLOCK_SCRIPT)
         self._set_script = client.register_script(_SET_IF_LOCKED_SCRIPT)
+
+    @property
+    def cluster(self) -> bool | None:
+        """Whether Redis is a Redis Cluster; ``None`` until :meth:`from_url`'s first command."""
+        return self._cluster
 
     @classmethod
     def from_url(
         cls,
         url: str,
         *,
+        cluster: bool | None = None,
         socket_timeout: Seconds = 1.0,
         socket_connect_timeout: Seconds = 0.25,
         max_connections: int | None = None,
@@ -221,14 +256,22 @@ class RedisCache:
     ) -> RedisCache:
         """A cache on a new client for ``url``, closed when the cache exits.
 
+        ``cluster``: ``True`` for a Redis Cluster (``url`` names any one of
+        its nodes; the others are discovered), ``False`` for a single Redis,
+        ``None`` (the default) to ask the server at first use (``INFO
+        cluster``) and take redis-py's cluster client if it is a cluster
+        node. Until that first answer nothing is cached, as when Redis is down.
+
         A page waits at most ``command_timeout`` for a command; the socket
         timeouts (seconds) bound the command itself, which finishes in the
         background, and a timed-out command is not retried: a slow Redis costs
         a page one short wait, after which the back-off keeps it out of the
         request path. A broken connection is retried once, at once, on a new
         one: after a Redis restart every pooled connection is dead, and each
-        would otherwise cost a failure and a back-off. The pool holds at most
-        ``max_connections`` (default: the 128 commands that may be in flight).
+        would otherwise cost a failure and a back-off (on a cluster: once,
+        after reading the cluster's layout again, so a command finds the
+        replica that took over). The pool holds at most ``max_connections``
+        (default: the 128 commands that may be in flight; on a cluster, per node).
         """
         require("redis.asyncio", extra="redis", what="RedisCache")
         import redis.asyncio
@@ -236,19 +279,38 @@ class RedisCache:
         from redis.backoff import NoBackoff
         from redis.exceptions import ConnectionError as RedisConnectionError
 
+        if cluster is not None and cluster is not True and cluster is not False:
+            raise TypeError(f"cluster must be True, False or None, not {cluster!r}")
         socket_timeout_s = positive_seconds(socket_timeout, name="socket_timeout")
-        client = redis.asyncio.Redis.from_url(
-            url,
-            socket_timeout=socket_timeout_s,
-            socket_connect_timeout=positive_seconds(
-                socket_connect_timeout, name="socket_connect_timeout"
-            ),
-            # Never more than the commands that may be in flight at once.
-            max_connections=_MAX_IN_FLIGHT if max_connections is None else max_connections,
-            retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
-            decode_responses=False,
-        )
-        return cls(
+        connect_timeout_s = positive_seconds(socket_connect_timeout, name="socket_connect_timeout")
+        # Never more than the commands that may be in flight at once.
+        pool_size = _MAX_IN_FLIGHT if max_connections is None else max_connections
+
+        def cluster_client() -> redis.asyncio.cluster.RedisCluster:
+            from redis.asyncio.cluster import RedisCluster
+
+            return RedisCluster.from_url(
+                url,
+                socket_timeout=socket_timeout_s,
+                socket_connect_timeout=connect_timeout_s,
+                max_connections=pool_size,
+                retry=Retry(NoBackoff(), 1),
+                decode_responses=False,
+            )
+
+        client: redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster
+        if cluster:
+            client = cluster_client()
+        else:
+            client = redis.asyncio.Redis.from_url(
+                url,
+                socket_timeout=socket_timeout_s,
+                socket_connect_timeout=connect_timeout_s,
+                max_connections=pool_size,
+                retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+                decode_responses=False,
+            )
+        cache = cls(
             client,
             clock=clock,
             channel=channel,
@@ -262,6 +324,56 @@ class RedisCache:
                 socket_timeout_s, positive_seconds(command_timeout, name="command_timeout")
             ),
         )
+        if cluster is None:
+            cache._cluster = None
+            cache._cluster_factory = cluster_client
+        return cache
+
+    # -- single Redis or cluster ---------------------------------------------
+
+    async def _ensure_mode(self) -> None:
+        """Find out (once) whether the URL named a cluster node; switch clients if so."""
+        if self._cluster is not None:
+            return
+        if self._detecting is None:
+            self._detecting = asyncio.Lock()
+        async with self._detecting:
+            if self.cluster is not None:  # decided while this call waited for the lock
+                return
+            from redis.exceptions import ResponseError
+
+            try:
+                info: object = await self.client.info("cluster")
+            except ResponseError as exc:
+                # INFO refused (an ACL, say): a single Redis until it answers MOVED.
+                logger.warning("redis INFO cluster refused (%s); assuming a single Redis", exc)
+                self._cluster = False
+                return
+            enabled = isinstance(info, dict) and str(info.get("cluster_enabled", "0")) == "1"
+            if enabled:
+                self._switch_to_cluster()
+            else:
+                self._cluster = False
+
+    def _switch_to_cluster(self) -> None:
+        """From the single-Redis client that :meth:`from_url` started with to a cluster client."""
+        factory = self._cluster_factory
+        assert factory is not None
+        if self._cluster:
+            return  # switched already (a MOVED and INFO both said so)
+        old = self.client
+        self._use(factory())
+        self._cluster = True
+        logger.info("redis is a Redis Cluster node: using redis-py's cluster client")
+        # Closed in the background: a command may still hold one of its connections.
+        task = self._detach("close", old.aclose)
+        task.add_done_callback(_late_handler(None))
+
+    async def _cluster_client(self) -> Any:
+        """The cluster client, its layout read (once, or again after a failure)."""
+        client = self.client
+        await client.initialize()
+        return client
 
     async def __aenter__(self) -> Self:
         # On another loop every call would fail, and failing open would hide it.
@@ -271,7 +383,29 @@ class RedisCache:
             raise RuntimeError(
                 "RedisCache needs asyncio (redis-py's asyncio client), not another event loop"
             ) from None
+        if self._cluster is not False:
+            # Learn what the URL names, and a cluster's layout, before the first
+            # page needs them; in the background: a down Redis must not block start-up.
+            task = self._detach("connect", self._connect)
+            task.add_done_callback(_late_handler(None))
         return self
+
+    async def connect(self) -> bool:
+        """Reach Redis now, within ``hard_timeout``: False (and backed off) if it did not answer.
+
+        Never needed: every call connects by itself. It tells a readiness
+        check whether Redis answers, and has :meth:`from_url` learn whether it
+        names a cluster node (and a cluster client its layout) before the
+        first page does.
+        """
+        done = await self._call("connect", self._connect, budget=self.hard_timeout)
+        return done is not _SKIPPED
+
+    async def _connect(self) -> None:
+        if self._cluster:
+            await self._cluster_client()
+        else:
+            await self.client.ping()
 
     async def __aexit__(
         self,
@@ -279,6 +413,7 @@ class RedisCache:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self._detecting = None  # a lock belongs to its event loop; the next entry may be on another
         with anyio.CancelScope(shield=True):
             await self._drain()
             if self.owns_client:
@@ -390,6 +525,8 @@ class RedisCache:
 
         async def command() -> T:
             async with asyncio.timeout(hard):
+                if self._cluster is None:
+                    await self._ensure_mode()
                 return await fn()
 
         task = asyncio.get_running_loop().create_task(command(), name=f"batchpage redis {op}")
@@ -401,7 +538,9 @@ class RedisCache:
         self, op: str, exc: BaseException, *, probe: bool, kind: _Kind = _Kind.READ
     ) -> None:
         self.stats.errors += 1
-        if _is_refusal(exc):
+        if _is_moved(exc) and not self._cluster:
+            self._moved(exc)
+        elif _is_refusal(exc):
             # Redis answered: it is up, but will not do this (full under
             # noeviction, read-only replica). Reads go on; writes back off.
             self.stats.refused += 1
@@ -436,10 +575,30 @@ class RedisCache:
                 self.backoff,
             )
 
+    def _moved(self, exc: BaseException) -> None:
+        """A single-Redis client was answered MOVED: the server is a cluster node."""
+        if self._cluster_factory is not None:
+            self._switch_to_cluster()  # from_url: the next command goes to the cluster
+            return
+        if not self._moved_logged:
+            self._moved_logged = True
+            logger.error(
+                "redis answered MOVED (%s): it is a Redis Cluster node, and this RedisCache "
+                "has a single-Redis client; pass a redis.asyncio.cluster.RedisCluster, or use "
+                "RedisCache.from_url(url), which finds out by itself",
+                exc,
+            )
+
     # -- reading ------------------------------------------------------------
 
     async def _mget(self, keys: Sequence[str]) -> list[Any]:
-        values: object = await self.client.mget(keys)
+        values: object
+        if self._cluster:
+            # One MGET per slot; one pipeline per node, the nodes in parallel.
+            client = await self._cluster_client()
+            values = await client.mget_nonatomic(keys)
+        else:
+            values = await self.client.mget(keys)
         if not isinstance(values, list) or len(values) != len(keys):
             raise TypeError(f"MGET answered {type(values).__name__}, not {len(keys)} values")
         return values
@@ -532,17 +691,20 @@ class RedisCache:
         self.stats.writes += 1
         return Stored.WRITTEN
 
-    async def invalidate(self, prefix: str, /) -> bool:
-        """Delete every key starting with ``prefix``, then tell the other instances.
+    async def invalidate(self, pattern: KeyPattern | str, /) -> bool:
+        """Delete every key ``pattern`` matches (a str: a literal prefix), then tell the others.
 
-        The deletion comes first, so an instance that drops its memory entry
-        on the message cannot refill it from Redis with the old value.
-        Returns False when Redis could not be reached, or not wholly: the
-        old value may then come back, and the caller should retry.
+        ``SCAN MATCH`` with the pattern's glob, then ``UNLINK``; on a cluster,
+        on every master (only the slot's master when the pattern fixes a hash
+        tag), the masters in parallel. The deletion comes first, so an
+        instance that drops its memory entry on the message cannot refill it
+        from Redis with the old value. Returns False when Redis could not be
+        reached, or not wholly (a master down): the old value may then come
+        back, and the caller should retry.
         """
-        if not isinstance(prefix, str) or not prefix:
+        if isinstance(pattern, str) and not pattern:
             raise ValueError("prefix must be a non-empty str")
-        pattern = glob_escape(prefix) + "*"
+        pattern = KeyPattern.of(pattern)
         # A SCAN of a large keyspace takes many round trips: its own budget.
         complete = await self._call(
             "invalidate",
@@ -553,22 +715,68 @@ class RedisCache:
         if complete is _SKIPPED:
             return False
         published = await self._call(
-            "publish", lambda: self.client.publish(self.channel, prefix), kind=_Kind.WRITE
+            "publish", lambda: self._publish(pattern.glob()), kind=_Kind.WRITE
         )
         return complete is True and published is not _SKIPPED
 
-    async def _delete_matching(self, pattern: str) -> bool:
-        cursor: int = 0
-        for _ in range(_MAX_SCAN_ROUNDS):
-            cursor, keys = await self.client.scan(
-                cursor=cursor, match=pattern, count=self.scan_count
+    async def _publish(self, message: str) -> object:
+        if not self._cluster:
+            return await self.client.publish(self.channel, message)
+        # A cluster carries a PUBLISH on any node to every node: the first
+        # node that answers will do, masters first (one may be down).
+        client = await self._cluster_client()
+        error: Exception | None = None
+        for node in _masters_first(client.get_nodes()):
+            try:
+                return await client.publish(self.channel, message, target_nodes=node)
+            except Exception as exc:
+                error = exc
+        raise error if error is not None else ConnectionError("the cluster lists no node")
+
+    async def _delete_matching(self, pattern: KeyPattern) -> bool:
+        glob = pattern.glob()
+        if not self._cluster:
+            return await self._scan_and_unlink(self.client, glob, None)
+        client = await self._cluster_client()
+        tag = pattern.hash_tag
+        nodes = client.get_primaries() if tag is None else [client.get_node_from_key(f"{{{tag}}}")]
+        results = await asyncio.gather(
+            *(self._scan_and_unlink(client, glob, node) for node in nodes), return_exceptions=True
+        )
+        failed = [
+            (node, r)
+            for node, r in zip(nodes, results, strict=True)
+            if isinstance(r, BaseException)
+        ]
+        if len(failed) == len(nodes):
+            raise failed[0][1]  # no master answered: an outage
+        for node, exc in failed:
+            self.stats.errors += 1
+            logger.warning(
+                "redis invalidate of %r did not reach master %s (%s: %s); incomplete",
+                glob,
+                node.name,
+                type(exc).__name__,
+                exc,
             )
+        return all(r is True for r in results)
+
+    async def _scan_and_unlink(self, client: Any, glob: str, node: Any) -> bool:
+        """SCAN one Redis (or one cluster ``node``) for ``glob``, unlinking what it finds."""
+        target = {} if node is None else {"target_nodes": node}
+        cursor: object = 0
+        for _ in range(_MAX_SCAN_ROUNDS):
+            cursor, keys = await client.scan(
+                cursor=cursor, match=glob, count=self.scan_count, **target
+            )
+            if isinstance(cursor, dict):  # the cluster client answers {node name: cursor}
+                cursor = next(iter(cursor.values()), 0)
             if keys:
-                await self.client.unlink(*keys)
+                await client.unlink(*keys)  # on a cluster: one UNLINK per slot
             if cursor == 0:
                 return True
         logger.warning(
-            "redis invalidate of %r stopped after %d SCAN rounds", pattern, _MAX_SCAN_ROUNDS
+            "redis invalidate of %r stopped after %d SCAN rounds", glob, _MAX_SCAN_ROUNDS
         )
         return False
 
@@ -616,6 +824,12 @@ class RedisCache:
         task = self._detach("unlock", lambda: self._unlock_script(keys=[lock_key], args=[token]))
         task.add_done_callback(_late_handler(None))
 
+    async def _exists(self, key: str) -> object:
+        if self._cluster:
+            client = await self._cluster_client()
+            return await client.exists(key)
+        return await self.client.exists(key)
+
     async def wait_for(self, key: str, wait: float, /) -> Entry | None:
         """Poll until another instance drops its lock on ``key``, or ``wait`` ends.
 
@@ -629,7 +843,7 @@ class RedisCache:
         while True:  # bounded by the deadline
             remaining = deadline - anyio.current_time()
             held = await self._call(
-                "wait", lambda: self.client.exists(lock_key), budget=self._within(remaining)
+                "wait", lambda: self._exists(lock_key), budget=self._within(remaining)
             )
             if held is _SKIPPED:
                 return None
@@ -647,41 +861,71 @@ class RedisCache:
 
     async def listen_invalidations(
         self,
-        on_prefix: Callable[[str], object],
+        on_invalidation: Callable[[KeyPattern], object],
         *,
         on_resubscribe: Callable[[], object] | None = None,
         task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Call ``on_prefix(prefix)`` for each invalidation published, until cancelled.
+        """Call ``on_invalidation(pattern)`` for each invalidation published, until cancelled.
 
         A lost subscription is retried after ``backoff``, doubling up to 30 s;
         ``on_resubscribe()`` runs once it is back, because messages sent
         meanwhile are lost. Reports started after the first attempt, whether
         or not Redis answered: a down Redis must not block start-up.
+
+        On a cluster the subscription is made through one node (Redis
+        Cluster delivers a ``PUBLISH`` on any node to every node); when it is
+        lost, the next attempt picks the next node the cluster lists.
         """
-        # A client of its own that never retries: with retries, redis-py would
+        # Clients of its own that never retry: with retries, redis-py would
         # reconnect and resubscribe silently, and the messages lost meanwhile
         # would go unnoticed.
-        listener = _without_retries(self.client)
+        listeners: dict[str, Any] = {}
         try:
-            await self._listen(listener, on_prefix, on_resubscribe, task_status)
+            await self._listen(listeners, on_invalidation, on_resubscribe, task_status)
         finally:
             with anyio.CancelScope(shield=True, deadline=anyio.current_time() + 1.0):
-                with contextlib.suppress(Exception):
-                    await listener.aclose()
+                for listener in listeners.values():
+                    with contextlib.suppress(Exception):
+                        await listener.aclose()
+
+    async def _listener(self, listeners: dict[str, Any]) -> Any:
+        """The client to subscribe through this time (new on a cluster after each loss)."""
+        if self._cluster is None:
+            async with asyncio.timeout(self.hard_timeout):
+                await self._ensure_mode()
+        if not self._cluster:
+            if "single" not in listeners:
+                listeners["single"] = _without_retries(self.client)
+            return listeners["single"]
+        # A cluster: one node this time, the next one after a failure.
+        for name in list(listeners):
+            with contextlib.suppress(Exception):
+                await listeners.pop(name).aclose()
+        client = self.client
+        async with asyncio.timeout(self.hard_timeout):
+            await client.initialize()
+        nodes = _masters_first(client.get_nodes())
+        if not nodes:
+            raise ConnectionError("the cluster lists no node")
+        node = nodes[self._pubsub_turn % len(nodes)]
+        listeners[node.name] = _node_client(node)
+        return listeners[node.name]
 
     async def _listen(
         self,
-        listener: Any,
-        on_prefix: Callable[[str], object],
+        listeners: dict[str, Any],
+        on_invalidation: Callable[[KeyPattern], object],
         on_resubscribe: Callable[[], object] | None,
         task_status: anyio.abc.TaskStatus[None],
     ) -> None:
         started = False
         failures = 0
         while True:  # a service loop: it ends when its task is cancelled
-            pubsub = listener.pubsub(ignore_subscribe_messages=True)
+            pubsub = None
             try:
+                listener = await self._listener(listeners)
+                pubsub = listener.pubsub(ignore_subscribe_messages=True)
                 await pubsub.subscribe(self.channel)
                 if failures:
                     failures = 0
@@ -695,9 +939,10 @@ class RedisCache:
                 while True:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
                     if message is not None and message.get("type") == "message":
-                        self._deliver(message.get("data"), on_prefix)
+                        self._deliver(message.get("data"), on_invalidation)
             except Exception as exc:
                 failures += 1
+                self._pubsub_turn += 1  # a cluster: through another node next time
                 if failures == 1:
                     logger.warning(
                         "redis invalidation channel %r lost (%s: %s); resubscribing",
@@ -706,27 +951,29 @@ class RedisCache:
                         exc,
                     )
             finally:
-                with anyio.CancelScope(shield=True, deadline=anyio.current_time() + 1.0):
-                    with contextlib.suppress(Exception):
-                        await pubsub.aclose()
+                if pubsub is not None:
+                    with anyio.CancelScope(shield=True, deadline=anyio.current_time() + 1.0):
+                        with contextlib.suppress(Exception):
+                            await pubsub.aclose()
             if not started:
                 started = True
                 task_status.started()
             await anyio.sleep(min(self.backoff * 2 ** (failures - 1), _MAX_RESUBSCRIBE_DELAY))
 
-    def _deliver(self, data: object, on_prefix: Callable[[str], object]) -> None:
+    def _deliver(self, data: object, on_invalidation: Callable[[KeyPattern], object]) -> None:
         if not isinstance(data, bytes):
             logger.warning("ignored a %s on the invalidation channel", type(data).__name__)
             return
         try:
-            prefix = data.decode()
+            text = data.decode()
         except UnicodeDecodeError:
             logger.warning("ignored an undecodable invalidation (%d bytes)", len(data))
             return
+        pattern = KeyPattern.from_glob(text)
         try:
-            on_prefix(prefix)
+            on_invalidation(pattern)
         except Exception:
-            logger.exception("invalidation handler failed for %r", prefix)
+            logger.exception("invalidation handler failed for %r", text)
 
     def __repr__(self) -> str:
         state = "up" if self._down_until is None else "backing off"
@@ -742,10 +989,23 @@ class Stored(enum.Enum):
 
 
 def _is_refusal(exc: BaseException) -> bool:
-    """Redis answered with an error reply: it is reachable, but refused the command."""
-    from redis.exceptions import ResponseError
+    """Redis answered with an error reply: it is reachable, but refused the command.
 
-    return isinstance(exc, ResponseError)
+    Not a cluster that cannot serve the slot now (``CLUSTERDOWN``,
+    ``MASTERDOWN``, ``TRYAGAIN``, a redirection not followed): that is an
+    outage of the slot's node, backed off like one.
+    """
+    from redis.exceptions import AskError, ClusterError, ResponseError, TryAgainError
+
+    return isinstance(exc, ResponseError) and not isinstance(
+        exc, ClusterError | AskError | TryAgainError
+    )
+
+
+def _is_moved(exc: BaseException) -> bool:
+    from redis.exceptions import MovedError
+
+    return isinstance(exc, MovedError)
 
 
 def _late_handler(late: Callable[[Any], object] | None) -> Callable[[asyncio.Task[Any]], None]:
@@ -769,6 +1029,38 @@ def _milliseconds(seconds: float) -> int:
     if not seconds < _MAX_PX / 1000:  # also catches inf and NaN
         return _MAX_PX + 1
     return max(1, math.ceil(seconds * 1000))
+
+
+def _masters_first(nodes: Sequence[Any]) -> list[Any]:
+    """A cluster's nodes, masters first, each group by name: the same order on every call."""
+    return sorted(nodes, key=lambda node: (node.server_type != "primary", node.name))
+
+
+def _node_client(node: Any) -> Any:
+    """A single-Redis client, without retries, to one node of a cluster (for pub/sub)."""
+    import redis.asyncio
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+
+    kwargs = {k: v for k, v in node.connection_kwargs.items() if k not in _CLUSTER_ONLY}
+    kwargs["retry"] = Retry(NoBackoff(), 0)
+    return redis.asyncio.Redis(
+        connection_pool=redis.asyncio.ConnectionPool(
+            connection_class=node.connection_class, **kwargs
+        )
+    )
+
+
+# What redis-py's cluster client hands its nodes' connections and a plain pool does not take.
+_CLUSTER_ONLY = frozenset(
+    (
+        "himport_registry",
+        "oss_cluster_maint_notifications_handler",
+        "maint_notifications_config",
+        "max_connections",
+        "connection_class",
+    )
+)
 
 
 def _without_retries(client: Any) -> Any:

@@ -12,7 +12,8 @@ those who plug something in:
 * :class:`InvalidationLog`: how a cache lets invalidation win over a fill in
   flight (the token of a lock marks a moment; a write after an invalidation
   of its key is refused);
-* :class:`KeyBuilder`: the layout of cache keys;
+* :class:`KeyBuilder`: the layout of cache keys, and :class:`KeyPattern`,
+  the keys an invalidation drops (``Cache.invalidate`` takes one);
 * :class:`Observer` and :class:`RefreshOutcome`: hooks for metrics, traces
   and logs (``batchpage.contrib.prometheus`` and ``.otel`` implement them);
 * :class:`Serializer`: the protocol of a value encoder (JSON text, always).
@@ -25,7 +26,7 @@ from contextlib import suppress as _suppress
 from ._cache import Cache
 from ._entry import Entry, Freshness, check_json
 from ._invalidation import InvalidationLog
-from ._keys import KeyBuilder
+from ._keys import KeyBuilder, KeyPattern
 from ._observer import Observer, RefreshOutcome
 from ._serializer import Serializer
 
@@ -35,6 +36,7 @@ __all__ = [
     "Freshness",
     "InvalidationLog",
     "KeyBuilder",
+    "KeyPattern",
     "Observer",
     "RefreshOutcome",
     "Serializer",

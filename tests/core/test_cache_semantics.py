@@ -276,22 +276,25 @@ def test_hostile_user_ids_cannot_reach_other_keys(fake_clock: FakeClock) -> None
     agg = page_of(Counter(), fake_clock, scope=Scope.USER)
     section = agg.sections["a"]
     normal = agg.key_for(section, RequestContext(user_id="alice"))
-    for hostile in ("alice:*", "*", "{homepage:v1}", "a" * 10_000, "al\nice", "ali ce"):
+    for hostile in ("alice:*", "*", "{homepage:v1}", "a}b", "a" * 10_000, "al\nice", "ali ce"):
         key = agg.key_for(section, RequestContext(user_id=hostile))
-        tail = key.split("}", 1)[1]
-        assert "*" not in tail
-        assert "{" not in tail
-        assert tail.count(":") == normal.split("}", 1)[1].count(":")
+        # The user id sits in the hash tag: it must neither close the tag nor add a part.
+        assert not set("*?[]\\") & set(key)
+        assert (key.count("{"), key.count("}")) == (1, 1)
+        assert key.count(":") == normal.count(":")
         assert len(key) <= len(normal) + 40
         assert key != normal
 
 
 def test_keys_carry_prefix_page_version_and_hash_tag(fake_clock: FakeClock) -> None:
-    """Keys read prefix:{page:version}:section:scope:params."""
+    """Keys read prefix:{page:version:scope}:section:params: one hash tag per page and scope."""
     section = Section(name="featuredProducts", source=Counter(), cache=POLICY)
-    agg = Aggregator([section], page="homepage", version="v1", key_prefix="shop")
-    key = agg.key_for(section, RequestContext(params={"limit": 10}))
-    assert key == "shop:{homepage:v1}:featuredProducts:g:v-limit=i.10"
+    mine = Section(name="forYou", source=Counter(), cache=POLICY, scope=Scope.USER)
+    agg = Aggregator([section, mine], page="homepage", version="v1", key_prefix="shop")
+    ctx = RequestContext(user_id="42", params={"limit": 10})
+    assert agg.key_for(section, ctx) == "shop:{homepage:v1:g}:featuredProducts:v-limit=i.10"
+    assert agg.key_for(mine, ctx) == "shop:{homepage:v1:uv-42}:forYou:v-limit=i.10"
+    assert agg.key_for(mine, RequestContext()) == "shop:{homepage:v1:anon}:forYou:-"
 
 
 async def test_a_full_hit_spawns_no_task(

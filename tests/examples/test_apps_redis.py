@@ -90,5 +90,6 @@ def test_page_is_cached_in_redis(redis_app: tuple[httpx.Client, RedisServer]) ->
     response = client.get("/homepage?limit=12")
     assert response.status_code == 200
     with redis_server.client() as r:
-        keys = {k.decode() for k in r.scan_iter("batchpage:{homepage:v1}:*")}
-    assert {k.split(":")[3] for k in keys} >= set(response.json()["sections"])
+        keys = {k.decode() for k in r.scan_iter("batchpage:{homepage:v1:*")}
+    # batchpage:{homepage:v1:<scope>}:<section>:<params>
+    assert {k.split("}:")[1].split(":")[0] for k in keys} >= set(response.json()["sections"])

@@ -338,9 +338,9 @@ async def test_user_input_cannot_reach_another_key(
         await agg.invalidate(parts[0].name, user_id="*")
     assert len(set(keys.values())) == len(users)
     for key in keys.values():
-        assert key.startswith("batchpage:{home:v1}:")
+        assert key.startswith("batchpage:{home:v1:u")
         assert key.count("{") == key.count("}") == 1
-        assert key.count(":") == 5  # prefix, tag (page:version), section, scope, params
+        assert key.count(":") == 5  # prefix, tag (page:version:scope), section, params
         assert "*" not in key
     with redis_server.client() as client:
         left = {k.decode() for k in client.keys("batchpage:*")}
