@@ -283,7 +283,10 @@ class Aggregator:
         return tuple(key)  # equal to ``items``: the memo's key
 
     def key_for(self, section: Section, ctx: RequestContext) -> str:
-        """The cache key of ``section`` for this request (see :class:`~batchpage.extend.KeyBuilder`)."""
+        """The cache key of ``section`` for this request.
+
+        See :class:`~batchpage.extend.KeyBuilder`, which builds it.
+        """
         return self.keys.key_for(section, ctx)
 
     # -- fetching ---------------------------------------------------------

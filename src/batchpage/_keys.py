@@ -204,7 +204,10 @@ class KeyBuilder:
 
     @staticmethod
     def params_part(params: Mapping[str, Any]) -> str:
-        """One typed, bounded token for the parameters (:attr:`~batchpage.RequestContext.params_key`)."""
+        """One typed, bounded token for the parameters.
+
+        What :attr:`~batchpage.RequestContext.params_key` holds.
+        """
         return params_token(params)
 
     @staticmethod
