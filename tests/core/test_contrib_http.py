@@ -592,6 +592,51 @@ async def test_fastapi_reads_every_if_none_match_line() -> None:
     assert again.status_code == 304
 
 
+async def test_fastapi_stream_render_and_user_in_process() -> None:
+    """stream_response streams NDJSON for the user given; render_page answers a page
+    fetched by the handler itself; a non-HTTPException is refused by the error handler."""
+    from starlette.applications import Starlette
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    from batchpage.contrib.fastapi import (
+        http_error_response,
+        page_response,
+        render_page,
+        stream_response,
+    )
+
+    async with Aggregator(sections(), page="contrib-http") as agg:
+        endpoint = endpoint_for(agg)
+
+        async def page(request: Any) -> Response:
+            return await page_response(endpoint, request, user_id="u1")
+
+        async def stream(request: Any) -> Response:
+            return await stream_response(endpoint, request, user_id="u1")
+
+        async def rendered(request: Any) -> Response:
+            page_request = endpoint.parse(b"limit=2")
+            return render_page(
+                endpoint, await agg.fetch(page_request.context), page_request, request
+            )
+
+        routes = [Route("/page", page), Route("/stream", stream), Route("/rendered", rendered)]
+        async with starlette_client(Starlette(routes=routes)) as client:
+            personal = await client.get("/page")
+            lines = (await client.get("/stream")).text.splitlines()
+            bad = await client.get("/stream?limit=0")
+            shown = await client.get("/rendered")
+    assert personal.headers["cache-control"] == "private, no-store"
+    assert len(lines) == len(NAMES) + 1
+    assert json.loads(lines[-1])["status"] == 200
+    assert bad.status_code == 400
+    assert shown.status_code == 200
+    assert list(shown.json()["sections"]) == list(NAMES)
+    with pytest.raises(TypeError, match="handles HTTPException"):
+        await http_error_response(None, ValueError("not an HTTP error"))  # type: ignore[arg-type]
+
+
 # -- the Django adapter's lifespan (pure ASGI, no server) ----------------------
 
 
