@@ -48,8 +48,8 @@ from redis_server import RedisServer
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis, pytest.mark.mongo, pytest.mark.fault]
 
-PAGE_TIMEOUT = 0.6
-SECTION_TIMEOUT = 0.3
+PAGE_TIMEOUT = 1.0
+SECTION_TIMEOUT = 0.5
 SLACK = 0.15
 PAGES = 8
 REPORT_ENV = "BATCHPAGE_RELIABILITY_REPORT"
