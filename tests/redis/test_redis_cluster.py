@@ -239,7 +239,9 @@ async def test_a_single_redis_client_on_a_cluster_node_fails_open_and_says_why(
     )
     client = redis.asyncio.Redis(host="127.0.0.1", port=node)
     try:
-        async with RedisCache(client, clock=fake_clock, backoff=60) as cache:
+        async with RedisCache(
+            client, clock=fake_clock, backoff=60, command_timeout=BUDGET
+        ) as cache:
             assert await cache.get_many([elsewhere]) == [None]
             assert await cache.get_many([elsewhere]) == [None]
     finally:
@@ -271,7 +273,10 @@ async def test_from_url_takes_the_cluster_client_on_moved_when_info_is_refused(
     )
     try:
         cache = RedisCache.from_url(
-            f"redis://noinfo@127.0.0.1:{port}/0", clock=fake_clock, backoff=0.05
+            f"redis://noinfo@127.0.0.1:{port}/0",
+            clock=fake_clock,
+            backoff=0.05,
+            command_timeout=BUDGET,
         )
         async with cache:
             await cache.connect()
