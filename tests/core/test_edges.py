@@ -122,3 +122,31 @@ async def test_log_lines_name_the_section(caplog: pytest.LogCaptureFixture) -> N
         async with Aggregator([Section(name="named", source=Recorder(fail=True))], page="e") as agg:
             await agg.fetch()
     assert "section 'named': source failed" in caplog.text
+
+
+def test_cache_settings_are_checked_naming_them() -> None:
+    """MemoryCache's bounds, and LayeredCache's layers, are checked where they are made."""
+    from batchpage import LayeredCache
+
+    with pytest.raises(ValueError, match="max_entries must be a positive int"):
+        MemoryCache(max_entries=0)
+    with pytest.raises(ValueError, match="max_bytes must be a positive int or None"):
+        MemoryCache(max_bytes=-5)
+    with pytest.raises(TypeError, match="memory must be a MemoryCache"):
+        LayeredCache(object(), object())  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="redis must be a RedisCache"):
+        LayeredCache(MemoryCache(), object())  # type: ignore[arg-type]
+
+
+async def test_memory_keeps_its_newest_entries_and_refuses_odd_tokens(
+    fake_clock: FakeClock,
+) -> None:
+    """Past max_entries the least recent goes; a token that is not a mark refuses the write."""
+    from batchpage.extend import Entry
+
+    memory = MemoryCache(max_entries=2, clock=fake_clock)
+    for key in ("a", "b", "c"):
+        memory.put(key, Entry.create(b"1", POLICY, fake_clock.now))
+    assert [memory.get(k) is not None for k in ("a", "b", "c")] == [False, True, True]
+    assert await memory.set("d", Entry.create(b"1", POLICY, fake_clock.now), token="x") is False
+    assert memory.drop_prefix("b") == 1

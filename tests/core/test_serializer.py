@@ -521,3 +521,48 @@ async def test_unsupported_type_is_logged_with_its_name_and_section(
     assert f"section 'stores': cannot encode an Unknown ({Unknown.__module__}.Unknown) value" in (
         caplog.text
     )
+
+
+def test_subclasses_of_the_known_types_encode_like_them() -> None:
+    """A subclass of datetime, date, time, Decimal, UUID, set or float encodes as its base."""
+    import datetime as dt
+    import uuid
+    from decimal import Decimal as D
+
+    from batchpage import JsonSerializer
+
+    class When(dt.datetime):
+        pass
+
+    class Day(dt.date):
+        pass
+
+    class Hour(dt.time):
+        pass
+
+    class Money(D):
+        pass
+
+    class Id(uuid.UUID):
+        pass
+
+    class Tags(frozenset[str]):
+        pass
+
+    class Ratio(float):
+        pass
+
+    value = {
+        "when": When(2026, 11, 24, 8, 0, tzinfo=dt.UTC),
+        "day": Day(2026, 11, 24),
+        "hour": Hour(9, 30),
+        "money": Money("19.90"),
+        "id": Id("12345678-1234-5678-1234-567812345678"),
+        "tags": Tags({"a"}),
+        "ratio": Ratio(0.5),
+    }
+    encoded = JsonSerializer().dumps(value)
+    assert encoded == (
+        b'{"when":"2026-11-24T08:00:00Z","day":"2026-11-24","hour":"09:30:00",'
+        b'"money":19.90,"id":"12345678-1234-5678-1234-567812345678","tags":["a"],"ratio":0.5}'
+    )

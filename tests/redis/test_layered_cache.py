@@ -396,3 +396,29 @@ async def test_memory_ttl_sends_reads_back_to_redis(
     assert got is not None
     assert calls_between(before, after) == {"mget": 1}
     assert memory.get(K1) is not None
+
+
+async def test_prometheus_reports_the_cache_layers_and_redis_health(
+    private_redis_server: RedisServer, fake_clock: FakeClock
+) -> None:
+    """At scrape time: each layer's own counters, and whether Redis is reachable."""
+    from prometheus_client import CollectorRegistry
+
+    from batchpage import Aggregator, CachePolicy, Section
+    from batchpage.contrib.prometheus import PrometheusObserver
+
+    registry = CollectorRegistry()
+    metrics = PrometheusObserver(registry=registry)
+    cache = layered_cache(private_redis_server, fake_clock, backoff=60)
+    section = Section(name="a", source=Recorder(1), cache=CachePolicy(fresh=10))
+    async with Aggregator([section], page="ops", cache=cache, observers=[metrics]) as agg:
+        metrics.watch(agg)
+        await agg.fetch()
+        assert registry.get_sample_value("batchpage_cache_up", {"layer": "redis"}) == 1
+        writes = {"layer": "redis", "result": "writes"}
+        assert registry.get_sample_value("batchpage_cache_operations_total", writes) == 1
+        fills = {"layer": "layered", "result": "redis_reads"}
+        assert (registry.get_sample_value("batchpage_cache_operations_total", fills) or 0) >= 1
+        private_redis_server.stop()
+        await agg.fetch(RequestContext(params={"p": 1}))  # a miss: Redis is gone
+        assert registry.get_sample_value("batchpage_cache_up", {"layer": "redis"}) == 0
