@@ -25,9 +25,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from redis.cluster import RedisCluster as SyncRedisCluster
-
 import redis
+from redis.cluster import RedisCluster as SyncRedisCluster
 
 NODES = 6
 NODE_TIMEOUT_MS = 2000

@@ -24,11 +24,11 @@ from typing import Any, Final, TypeVar
 import pymongo
 import pymongo.errors
 import pytest
+import redis
 from examples.homepage.mongo import EmbeddedMongo, EmbeddedMongoError
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-import redis
 from fault_proxy import HOST, FaultProxy
 from redis_server import RedisServer
 

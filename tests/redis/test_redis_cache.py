@@ -7,10 +7,10 @@ from typing import Any
 
 import anyio
 import pytest
+import redis
 import redis.asyncio
 from redis.crc import key_slot
 
-import redis
 from batchpage import CachePolicy, RedisCache
 from batchpage.extend import Entry, KeyPattern
 from helpers import FakeClock

@@ -29,12 +29,12 @@ from typing import Any
 
 import anyio
 import pytest
+import redis
 import redis.asyncio
 from redis.asyncio.cluster import ClusterNode as AsyncClusterNode
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 
-import redis
 from batchpage import (
     Aggregator,
     CachePolicy,
