@@ -137,6 +137,7 @@ async def running(settings: Settings) -> AsyncIterator[Homepage]:
                 "server can break its sections through /demo/faults; never in production"
             )
         cache: Cache | None = None
+        redis: RedisCache | None = None
         if settings.redis_url:
             redis = RedisCache.from_url(settings.redis_url, command_timeout=settings.redis_budget)
             cache = LayeredCache(MemoryCache(), redis)
@@ -162,7 +163,9 @@ async def running(settings: Settings) -> AsyncIterator[Homepage]:
             orphans.start_soon(_end_when_orphaned, parent)
         rollout = Rollout(settings.rollout_percent, salt=settings.rollout_salt)
         if settings.redis_url:
-            await _follow_rollout(stack, rollout, settings)
+            assert redis is not None
+            await redis.connect()  # learns whether REDIS_URL names a Redis Cluster
+            await _follow_rollout(stack, rollout, settings, cluster=bool(redis.cluster))
         yield Homepage(
             settings=settings,
             db=db,
@@ -197,12 +200,18 @@ async def _end_when_orphaned(parent: multiprocessing.process.BaseProcess) -> Non
     os.kill(os.getpid(), signal.SIGTERM)
 
 
-async def _follow_rollout(stack: AsyncExitStack, rollout: Rollout, settings: Settings) -> None:
+async def _follow_rollout(
+    stack: AsyncExitStack, rollout: Rollout, settings: Settings, *, cluster: bool
+) -> None:
     import redis.asyncio
+    from redis.asyncio.cluster import RedisCluster
 
     assert settings.redis_url is not None
-    client = redis.asyncio.Redis.from_url(
-        settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0
+    url = settings.redis_url
+    client: redis.asyncio.Redis | RedisCluster = (
+        RedisCluster.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
+        if cluster
+        else redis.asyncio.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
     )
     stack.push_async_callback(client.aclose)
     feed = RolloutFeed(rollout, client, key=settings.rollout_key, interval=settings.rollout_poll)

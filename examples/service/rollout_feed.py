@@ -19,6 +19,7 @@ import math
 
 import anyio
 import redis.asyncio
+import redis.asyncio.cluster
 import redis.exceptions
 
 from batchpage import Rollout
@@ -48,7 +49,12 @@ class RolloutFeed:
     """Polls ``key`` on ``client`` every ``interval`` seconds and applies it to ``rollout``."""
 
     def __init__(
-        self, rollout: Rollout, client: redis.asyncio.Redis, *, key: str, interval: float
+        self,
+        rollout: Rollout,
+        client: redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster,
+        *,
+        key: str,
+        interval: float,
     ) -> None:
         self.rollout = rollout
         self.client = client

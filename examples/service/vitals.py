@@ -91,10 +91,12 @@ def vitals(homepage: Homepage) -> dict[str, Any]:
     elif isinstance(cache, MemoryCache):
         memory = cache
     if redis is not None:
-        pool: Any = redis.client.connection_pool
+        # A cluster client has a pool per node, not one: not counted here.
+        pool: Any = getattr(redis.client, "connection_pool", None)
         out["redis"] = {
             **attrs.asdict(redis.stats),
             "inFlight": redis.in_flight,
+            "cluster": redis.cluster,
             # redis-py keeps these private; a debugging aid, read defensively.
             # Pooled connection objects, connected or not (they reconnect lazily).
             "poolConnections": len(getattr(pool, "_available_connections", ()))

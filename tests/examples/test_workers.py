@@ -26,6 +26,7 @@ from batchpage import Aggregator, LayeredCache, MemoryCache, RedisCache, Request
 from batchpage.extend import Entry
 from http_servers import AppServer, app_environment, running_servers
 from mongo_server import SeededMongo
+from redis_cluster import RedisClusterServer
 from redis_server import RedisServer
 
 pytestmark = [
@@ -46,12 +47,21 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture(scope="module")
+Shared = RedisServer | RedisClusterServer
+
+
+@pytest.fixture(scope="module", params=["redis", "cluster"])
 def workers(
-    homepage_mongo: SeededMongo, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[AppServer, RedisServer]]:
-    """The FastAPI example with four workers, vitals on, over one Redis."""
-    redis_server = RedisServer(tmp_path_factory.mktemp("workers-redis"))
+    request: pytest.FixtureRequest,
+    homepage_mongo: SeededMongo,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[AppServer, Shared]]:
+    """The FastAPI example with four workers, vitals on, over one Redis or a Redis Cluster."""
+    redis_server: Shared
+    if request.param == "cluster":
+        redis_server = RedisClusterServer(tmp_path_factory.mktemp("workers-cluster"))
+    else:
+        redis_server = RedisServer(tmp_path_factory.mktemp("workers-redis"))
     redis_server.start()
     try:
         # A generous Redis budget: on a loaded two-core machine a command can
@@ -95,9 +105,11 @@ def total(server: AppServer, *path: str) -> int:
     return count
 
 
-def report(row: dict[str, Any]) -> None:
+def report(row: dict[str, Any], shared: Shared) -> None:
     path = os.environ.get(REPORT_ENV)
     if path:
+        over = "Redis Cluster" if isinstance(shared, RedisClusterServer) else "one Redis"
+        row = {**row, "test": f"{row['test']} ({over})"}
         with Path(path).open("a") as out:
             out.write(json.dumps({"kind": "workers", **row}) + "\n")
 
@@ -115,7 +127,7 @@ def stale_entry(payload: bytes) -> bytes:
 
 
 async def test_a_stale_key_is_refreshed_once_across_four_workers(
-    workers: tuple[AppServer, RedisServer], homepage_mongo: SeededMongo
+    workers: tuple[AppServer, Shared], homepage_mongo: SeededMongo
 ) -> None:
     """Six stale entries in Redis, 80 concurrent pages on four workers: six refreshes."""
     server, redis_server = workers
@@ -140,13 +152,14 @@ async def test_a_stale_key_is_refreshed_once_across_four_workers(
             refreshed = [
                 Entry.loads(client.get(key)).fresh_until > time.time() for key in keys.values()
             ]
-    report({"test": "refreshes of 6 stale keys by 4 workers under 80 pages", "value": refreshes})
+    row = {"test": "refreshes of 6 stale keys by 4 workers under 80 pages", "value": refreshes}
+    report(row, redis_server)
     assert refreshed == [True] * len(SECTION_NAMES)
     assert refreshes == len(SECTION_NAMES)
 
 
 async def test_an_invalidation_reaches_every_worker_within_a_second(
-    workers: tuple[AppServer, RedisServer], homepage_mongo: SeededMongo
+    workers: tuple[AppServer, Shared], homepage_mongo: SeededMongo
 ) -> None:
     """An editor invalidates a section from another process; each worker hears of it."""
     server, redis_server = workers
@@ -165,13 +178,15 @@ async def test_an_invalidation_reaches_every_worker_within_a_second(
         if len(heard) == WORKERS or time.monotonic() > deadline:
             break
     elapsed = time.monotonic() - start
-    report({"test": "invalidation heard by every worker (s)", "value": round(elapsed, 3)})
+    report(
+        {"test": "invalidation heard by every worker (s)", "value": round(elapsed, 3)}, redis_server
+    )
     assert len(heard) == WORKERS, (before, now)
     assert elapsed <= 1.0
 
 
 async def test_a_dead_holder_blocks_nobody_past_its_lock(
-    workers: tuple[AppServer, RedisServer], homepage_mongo: SeededMongo
+    workers: tuple[AppServer, Shared], homepage_mongo: SeededMongo
 ) -> None:
     """A lock whose holder was SIGKILLed: pages answer by their deadline meanwhile."""
     server, redis_server = workers
@@ -188,15 +203,17 @@ async def test_a_dead_holder_blocks_nobody_past_its_lock(
                 assert response.status_code == 200
             await anyio.sleep(1.6)  # the orphaned locks expire
             after = (await http.get("/homepage?limit=7")).json()
-    report(
-        {"test": "worst page while a dead worker's locks stood (s)", "value": round(max(times), 3)}
-    )
+    row = {
+        "test": "worst page while a dead worker's locks stood (s)",
+        "value": round(max(times), 3),
+    }
+    report(row, redis_server)
     assert max(times) < 0.8 + 0.3  # the page deadline, plus HTTP on a loaded machine
     assert set(after["metadata"]["cache"].values()) <= {"HIT", "MISS"}
 
 
 async def test_a_worker_killed_under_load_fails_no_request_past_a_retry(
-    workers: tuple[AppServer, RedisServer],
+    workers: tuple[AppServer, Shared],
 ) -> None:
     """SIGKILL one worker while pages are served: the others answer (uvicorn replaces it)."""
     server, _ = workers
@@ -216,7 +233,7 @@ async def test_a_worker_killed_under_load_fails_no_request_past_a_retry(
             await anyio.sleep(0.2)
 
 
-def _aggregator(redis_server: RedisServer, mongo: SeededMongo) -> Any:
+def _aggregator(redis_server: Shared, mongo: SeededMongo) -> Any:
     """An aggregator defining the same page (and so the same keys) as the example's."""
     from examples.homepage.mongo import connect
 
@@ -229,7 +246,7 @@ def _aggregator(redis_server: RedisServer, mongo: SeededMongo) -> Any:
 class _page_keys:
     """The six anonymous keys of ``/homepage?limit=...``, as the example names them."""
 
-    def __init__(self, redis_server: RedisServer, mongo: SeededMongo, *, limit: int = 10) -> None:
+    def __init__(self, redis_server: Shared, mongo: SeededMongo, *, limit: int = 10) -> None:
         self.client, self.agg = _aggregator(redis_server, mongo)
         self.limit = limit
 
@@ -244,7 +261,7 @@ class _page_keys:
 class _editor:
     """Another process's aggregator on the same Redis: what an editing tool would run."""
 
-    def __init__(self, redis_server: RedisServer, mongo: SeededMongo) -> None:
+    def __init__(self, redis_server: Shared, mongo: SeededMongo) -> None:
         self.client, self.agg = _aggregator(redis_server, mongo)
 
     async def __aenter__(self) -> Aggregator:
