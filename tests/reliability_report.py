@@ -106,7 +106,12 @@ def render(rows: list[dict[str, Any]]) -> str:
     if soaks:
         out += ["### Soak", "", *soak(soaks[-1]), ""]
     if workers:
-        out += ["### Four workers, on one Redis and on a Redis Cluster", "", "| check | figure |", "| --- | ---: |"]
+        out += [
+            "### Four workers, on one Redis and on a Redis Cluster",
+            "",
+            "| check | figure |",
+            "| --- | ---: |",
+        ]
         out += [f"| {r['test']} | {r['value']} |" for r in workers]
         out.append("")
     if clusters:
