@@ -324,18 +324,25 @@ async def legacy_against_batch(server: AppServer, *, pairs: int) -> list[Row]:
 # -- the run ---------------------------------------------------------------
 
 
+@contextlib.asynccontextmanager
+async def seeded_mongo() -> AsyncIterator[EmbeddedMongo]:
+    """An embedded MongoDB with the seed's data (PRODUCTS products at SEED_NOW), for the block."""
+    async with EmbeddedMongo() as mongo:
+        client = connect(mongo.url)
+        try:
+            await seed(client["homepage"], products=PRODUCTS, now=SEED_NOW)
+        finally:
+            await client.close()
+        yield mongo
+
+
 async def run(quick: bool) -> list[Row]:
     if quick:
         rounds, requests, clients, pairs = 5, 3000, 8, 3
     else:
         rounds, requests, clients, pairs = 7, 8000, 8, 7
     with anyio.fail_after(TIME_LIMIT):
-        async with EmbeddedMongo() as mongo:
-            client = connect(mongo.url)
-            try:
-                await seed(client["homepage"], products=PRODUCTS, now=SEED_NOW)
-            finally:
-                await client.close()
+        async with seeded_mongo() as mongo:
             common = {
                 "MONGODB_URL": mongo.url,
                 "BATCHPAGE_DB": "homepage",

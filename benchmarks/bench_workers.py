@@ -9,12 +9,10 @@ a production one: informational, side by side in one run.
 from __future__ import annotations
 
 import anyio
-from examples.homepage.data import seed
-from examples.homepage.mongo import EmbeddedMongo, connect
 
 from ._common import Row
 from ._servers import app_environment, app_servers, redis_server
-from .bench_http import PRODUCTS, SEED_NOW, WARM_LIMIT, load_round
+from .bench_http import SEED_NOW, WARM_LIMIT, load_round, seeded_mongo
 
 TIME_LIMIT = 300.0
 
@@ -23,12 +21,7 @@ async def run(quick: bool) -> list[Row]:
     requests, clients, rounds = (3000, 8, 3) if quick else (8000, 8, 5)
     rows: list[Row] = []
     with anyio.fail_after(TIME_LIMIT):
-        async with EmbeddedMongo() as mongo:
-            client = connect(mongo.url)
-            try:
-                await seed(client["homepage"], products=PRODUCTS, now=SEED_NOW)
-            finally:
-                await client.close()
+        async with seeded_mongo() as mongo:
             with redis_server() as redis_url:
                 env = app_environment(
                     MONGODB_URL=mongo.url,
