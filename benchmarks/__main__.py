@@ -1,36 +1,70 @@
-"""Run every benchmark: ``python -m benchmarks [--quick]``.
+"""Run the benchmarks: ``python -m benchmarks [--quick] [--only GROUP ...] [--docs]``.
 
-Everything is measured side by side in this one run and printed as ratios;
-absolute times on shared machines are noise.
+Everything is measured side by side in this one run and printed as ratios
+against targets; absolute times on shared machines are noise. The command
+exits with status 1 when a figure misses its target, so a regression fails
+the run that measured it.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
+from types import ModuleType
 
 import anyio
+import attrs
 
 from . import bench_cache, bench_executor, bench_http, bench_redis, bench_workers
+from ._common import Row
+from ._report import write_docs
+
+GROUPS: dict[str, ModuleType] = {
+    "executor": bench_executor,
+    "cache": bench_cache,
+    "redis": bench_redis,
+    "http": bench_http,
+    "workers": bench_workers,
+}
 
 
-async def main(quick: bool) -> int:
+async def measure(groups: list[str], quick: bool) -> list[Row]:
     print(f"batchpage benchmarks ({'quick' if quick else 'full'}), Python {sys.version.split()[0]}")
-    for title, module in [
-        ("executor", bench_executor),
-        ("cache", bench_cache),
-        ("redis", bench_redis),
-        ("http", bench_http),
-        ("workers", bench_workers),
-    ]:
-        print(f"\n[{title}]")
-        for row in await module.run(quick):
+    rows: list[Row] = []
+    for group in groups:
+        print(f"\n[{group}]", flush=True)
+        for row in await GROUPS[group].run(quick):
+            row = attrs.evolve(row, group=group)
+            rows.append(row)
             print(row.line(), flush=True)
-    return 0
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions")
+    parser.add_argument(
+        "--only", nargs="+", choices=sorted(GROUPS), metavar="GROUP", help="run these groups"
+    )
+    parser.add_argument("--json", type=Path, help="also write every row to this file")
+    parser.add_argument(
+        "--docs", action="store_true", help="write the table into docs/performance.md"
+    )
+    args = parser.parse_args()
+    groups = args.only or list(GROUPS)
+    rows = anyio.run(measure, groups, args.quick)
+    if args.json:
+        args.json.write_text(json.dumps([row.as_dict() for row in rows], indent=2) + "\n")
+    if args.docs:
+        write_docs(rows, quick=args.quick)
+    missed = [row for row in rows if row.verdict == "MISSED"]
+    print(f"\n{len(rows)} figures, {len(missed)} targets missed")
+    for row in missed:
+        print(f"  MISSED: {row.name}: {row.value:.3f}{row.unit} against {row.target.text}")
+    return 1 if missed else 0
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="fewer repetitions")
-    args = parser.parse_args()
-    raise SystemExit(anyio.run(main, args.quick))
+    raise SystemExit(main())

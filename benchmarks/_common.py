@@ -1,23 +1,78 @@
-"""Measuring helpers: medians of repeated runs, printed as ratios side by side."""
+"""Measuring helpers: medians of repeated runs, printed as ratios side by side.
+
+Every figure is a :class:`Row` with a :class:`Target`. A target either has a
+test (``at_most``, ``at_least``, ``exactly``) or is informational (``info``);
+the benchmark command exits non-zero when a tested target is missed.
+"""
 
 from __future__ import annotations
 
 import statistics
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import attrs
+
+
+@attrs.frozen
+class Target:
+    """What a figure must be; ``met`` is ``None`` for an informational figure."""
+
+    text: str
+    met: Callable[[float], bool] | None = None
+
+
+def at_most(limit: float, note: str = "") -> Target:
+    return Target(_text(f"<= {limit:g}", note), lambda value: value <= limit)
+
+
+def at_least(limit: float, note: str = "") -> Target:
+    return Target(_text(f">= {limit:g}", note), lambda value: value >= limit)
+
+
+def exactly(expected: float, note: str = "") -> Target:
+    return Target(_text(f"{expected:g}", note), lambda value: value == expected)
+
+
+def info(note: str) -> Target:
+    return Target(f"({note})" if note else "(informational)")
+
+
+def _text(bound: str, note: str) -> str:
+    return f"{bound} ({note})" if note else bound
 
 
 @attrs.frozen
 class Row:
     name: str
     value: float
-    target: str
+    target: Target
     unit: str = "x"
+    group: str = ""
+
+    @property
+    def verdict(self) -> str:
+        """``"met"``, ``"MISSED"`` or ``""`` for an informational figure."""
+        if self.target.met is None:
+            return ""
+        return "met" if self.target.met(self.value) else "MISSED"
 
     def line(self) -> str:
-        return f"  {self.name:<62} {self.value:>9.3f}{self.unit:<3} target {self.target}"
+        return (
+            f"  {self.name:<66} {self.value:>10.3f}{self.unit:<3} "
+            f"target {self.target.text}  {self.verdict}"
+        ).rstrip()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "group": self.group,
+            "name": self.name,
+            "value": self.value,
+            "unit": self.unit,
+            "target": self.target.text,
+            "verdict": self.verdict,
+        }
 
 
 async def median_time(fn: Callable[[], Awaitable[object]], *, repeat: int, inner: int = 1) -> float:

@@ -114,14 +114,67 @@ def redis_server() -> Iterator[str]:
             _stop(process)
 
 
+#: The apps, by name: their ASGI import path (a factory for FastAPI).
+APPS: Final[dict[str, str]] = {
+    "fastapi": "examples.fastapi_app.app:create_app",
+    "django": "examples.django_app.asgi:application",
+}
+#: The server stacks an app can run on.
+STACKS: Final = ("uvicorn", "uvicorn-uvloop", "hypercorn", "granian")
+
+
+def server_command(app: str, stack: str, port: int) -> list[str]:
+    """One worker of ``app`` on ``stack``, bound to loopback ``port``, as a user would start it.
+
+    ``uvicorn`` is plain uvicorn (asyncio loop, h11); ``uvicorn-uvloop`` is
+    uvicorn with uvloop and httptools; ``granian`` is granian's ASGI interface
+    (needs ``pip install granian``).
+    """
+    target = APPS[app]
+    factory = ["--factory"] if app == "fastapi" else []
+    if stack in ("uvicorn", "uvicorn-uvloop"):
+        flavour = (
+            ["--loop", "asyncio", "--http", "h11"]
+            if stack == "uvicorn"
+            else ["--loop", "uvloop", "--http", "httptools"]
+        )
+        return [
+            sys.executable, "-m", "uvicorn", target, *factory, *flavour,
+            "--host", HOST, "--port", str(port), "--log-level", "warning", "--no-access-log",
+        ]  # fmt: skip
+    if stack == "hypercorn":
+        return [
+            sys.executable, "-m", "hypercorn", target,
+            "--bind", f"{HOST}:{port}", "--log-level", "WARNING",
+        ]  # fmt: skip
+    if stack == "granian":
+        return [
+            sys.executable, "-m", "granian", "--interface", "asgi", *factory,
+            "--host", HOST, "--port", str(port), "--workers", "1", "--log-level", "warning",
+            "--no-ws", target,
+        ]  # fmt: skip
+    raise ValueError(f"unknown server stack {stack!r}; one of {', '.join(STACKS)}")
+
+
 class AppServer:
-    """The FastAPI homepage under uvicorn, configured only by its environment."""
+    """One homepage app on one server stack, configured only by its environment."""
 
     def __init__(
-        self, label: str, env: Mapping[str, str], log_dir: Path, *, workers: int = 1
+        self,
+        label: str,
+        env: Mapping[str, str],
+        log_dir: Path,
+        *,
+        workers: int = 1,
+        app: str = "fastapi",
+        stack: str = "uvicorn",
     ) -> None:
+        if workers > 1 and (app, stack) != ("fastapi", "uvicorn"):
+            raise ValueError("several workers: the FastAPI app on uvicorn (examples.serve) only")
         self.label = label
         self.workers = workers
+        self.app = app
+        self.stack = stack
         self.env = dict(env)
         self.log_path = log_dir / f"{label}.log"
         self.port = free_port()
@@ -148,20 +201,7 @@ class AppServer:
                     str(self.workers),
                 ]
                 if self.workers > 1
-                else [
-                    sys.executable,
-                    "-m",
-                    "uvicorn",
-                    "examples.fastapi_app.app:create_app",
-                    "--factory",
-                    "--host",
-                    HOST,
-                    "--port",
-                    str(self.port),
-                    "--log-level",
-                    "warning",
-                    "--no-access-log",
-                ]
+                else server_command(self.app, self.stack, self.port)
             )
             self.process = subprocess.Popen(
                 command,
@@ -214,19 +254,23 @@ def app_environment(**settings: str) -> dict[str, str]:
 
 @contextlib.contextmanager
 def app_servers(
-    envs: Mapping[str, Mapping[str, str]], *, workers: int = 1
+    envs: Mapping[str, Mapping[str, str]],
+    *,
+    workers: int = 1,
+    app: str = "fastapi",
+    stack: str = "uvicorn",
 ) -> Iterator[dict[str, AppServer]]:
     """One server per ``label: environment``, started together; all stopped afterwards."""
     with (
         tempfile.TemporaryDirectory(prefix="bench-apps-") as log_dir,
-        contextlib.ExitStack() as stack,
+        contextlib.ExitStack() as exits,
     ):
         servers = {
-            label: AppServer(label, env, Path(log_dir), workers=workers)
+            label: AppServer(label, env, Path(log_dir), workers=workers, app=app, stack=stack)
             for label, env in envs.items()
         }
         for server in servers.values():
-            stack.callback(server.stop)
+            exits.callback(server.stop)
             server.start()
         deadline = time.monotonic() + START_TIMEOUT
         for server in servers.values():

@@ -26,7 +26,7 @@ from batchpage import (
 )
 from batchpage.extend import Serializer
 
-from ._common import Row, median_time, sync_median_time
+from ._common import Row, at_least, at_most, exactly, info, median_time, sync_median_time
 from ._payloads import SECTION_NAMES, VALUES
 
 CTX = RequestContext(params={"limit": 10})
@@ -72,13 +72,13 @@ async def _stampede(*, concurrent: int) -> list[Row]:
         Row(
             f"stampede: source calls per section, {concurrent} concurrent cold requests",
             max(calls),
-            "1 (every section: " + ", ".join(map(str, calls)) + ")",
+            exactly(1, "every section: " + ", ".join(map(str, calls))),
             unit="",
         ),
         Row(
             f"stampede: {concurrent} concurrent cold pages / one cold page (time)",
             many / one,
-            "(informational; the sources take 50 ms)",
+            info("the sources take 50 ms"),
         ),
     ]
 
@@ -139,27 +139,31 @@ async def _serializers(quick: bool) -> list[Row]:
         lambda: [fast.dumps(v) for v in page_values], repeat=repeat, inner=inner // 10
     )
     return [
-        Row("encode a section (10 plain documents): json / orjson", plain_ratio, "> 1 (orjson)"),
+        Row(
+            "encode a section (10 plain documents): json / orjson",
+            plain_ratio,
+            at_least(1, "orjson"),
+        ),
         Row(
             "encode a section (10 BSON documents): json / orjson",
             bson_ratio,
-            "> 1 (ObjectId, datetime, Decimal128)",
+            at_least(1, "ObjectId, datetime, Decimal128"),
         ),
         Row(
             "cold page (six instant sources, uncached): json / orjson",
             t_cold_std / t_cold_fast,
-            "(informational; >= 1)",
+            info(">= 1 expected"),
         ),
         Row(
             "cold page: encoding its six sections, json",
             t_encode_std * 1e6,
-            f"(microseconds; {t_encode_std / t_cold_std:.0%} of the json page)",
+            info(f"microseconds; {t_encode_std / t_cold_std:.0%} of the json page"),
             unit="us",
         ),
         Row(
             "cold page: encoding its six sections, orjson",
             t_encode_fast * 1e6,
-            f"(microseconds; {t_encode_fast / t_cold_fast:.0%} of the orjson page)",
+            info(f"microseconds; {t_encode_fast / t_cold_fast:.0%} of the orjson page"),
             unit="us",
         ),
     ]
@@ -217,18 +221,20 @@ async def run(quick: bool) -> list[Row]:
         Row(
             "warm page (memory): batchpage / (six dict reads + json.dumps)",
             t_ours / t_base,
-            "<= 0.2",
+            at_most(0.2),
         ),
         Row(
             "warm page (memory): cashews get_many + json.dumps / batchpage",
             t_cashews / t_ours,
-            ">= 5",
+            at_least(5),
         ),
         Row(
             "warm page (memory): aiocache multi_get + json.dumps / batchpage",
             t_aio / t_ours,
-            ">= 5",
+            at_least(5),
         ),
-        Row("warm page (memory): batchpage per page", t_ours * 1e6, "(microseconds)", unit="us"),
+        Row(
+            "warm page (memory): batchpage per page", t_ours * 1e6, info("microseconds"), unit="us"
+        ),
         *serializers,
     ]

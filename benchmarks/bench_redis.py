@@ -22,7 +22,7 @@ import redis.asyncio
 
 from batchpage import Aggregator, CachePolicy, RedisCache, RequestContext, Section
 
-from ._common import Row
+from ._common import Row, at_most, exactly, info
 from ._payloads import SECTION_NAMES, VALUES
 from ._servers import redis_server
 
@@ -135,14 +135,16 @@ async def _measure(url: str, *, repeat: int, inner: int, counted: int) -> list[R
         Row(
             f"warm page (redis): round trips per page ({commands})",
             per_page,
-            "1 (mget only)",
+            exactly(1, "mget only"),
             unit="",
         ),
         Row(
             "warm page (redis): batchpage / raw redis-py",
             t_ours / t_raw,
-            "<= 1.0 (raw: one MGET, json.loads of each, json.dumps of the page)",
+            at_most(1.0, "raw: one MGET, json.loads of each, json.dumps of the page"),
         ),
-        Row("warm page (redis): batchpage per page", t_ours * 1e6, "(microseconds)", unit="us"),
-        Row("warm page (redis): raw redis-py per page", t_raw * 1e6, "(microseconds)", unit="us"),
+        Row("warm page (redis): batchpage per page", t_ours * 1e6, info("microseconds"), unit="us"),
+        Row(
+            "warm page (redis): raw redis-py per page", t_raw * 1e6, info("microseconds"), unit="us"
+        ),
     ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import anyio
 
-from ._common import Row
+from ._common import Row, info
 from ._servers import app_environment, app_servers, redis_server
 from .bench_http import SEED_NOW, WARM_LIMIT, load_round, seeded_mongo
 
@@ -50,7 +50,7 @@ async def run(quick: bool) -> list[Row]:
                         Row(
                             f"workers: warm /homepage rps, {workers} worker(s), one Redis",
                             rate,
-                            f"(median of {rounds}; {rate / single:.2f}x one worker)",
+                            info(f"median of {rounds}; {rate / single:.2f}x one worker"),
                             unit="/s",
                         )
                     )

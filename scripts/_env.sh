@@ -1,5 +1,6 @@
-# Shared by scripts/run and scripts/test: make .venv and install the project.
-# Sourced, not run. Usage: ensure_venv [uv pip install arguments...]
+# Shared by the scripts: make .venv and install the project, install Debian packages.
+# Sourced, not run. Usage: ensure_venv [uv pip install arguments...];
+# apt_install command:package...
 set -euo pipefail
 
 ensure_venv() {
@@ -23,4 +24,20 @@ ensure_venv() {
         uv=.venv/bin/uv
     fi
     VIRTUAL_ENV="$PWD/.venv" "$uv" pip install --quiet "$@"
+}
+
+# Each argument is command:package; the package is installed when the command is
+# missing. Daemons live in /usr/sbin, which a user's PATH may lack: looked up there too.
+apt_install() {
+    local missing=()
+    for pair in "$@"; do
+        local cmd="${pair%%:*}"
+        command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || missing+=("${pair##*:}")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    echo "+ apt-get install ${missing[*]}" >&2
+    local sudo=()
+    [ "$(id -u)" -ne 0 ] && sudo=(sudo)
+    "${sudo[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null
 }
