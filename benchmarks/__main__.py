@@ -17,7 +17,14 @@ from types import ModuleType
 import anyio
 import attrs
 
-from . import bench_cache, bench_executor, bench_http, bench_redis, bench_workers
+from . import (
+    bench_cache,
+    bench_executor,
+    bench_http,
+    bench_peers,
+    bench_redis,
+    bench_workers,
+)
 from ._common import Row
 from ._report import write_docs
 
@@ -26,6 +33,7 @@ GROUPS: dict[str, ModuleType] = {
     "cache": bench_cache,
     "redis": bench_redis,
     "http": bench_http,
+    "peers": bench_peers,
     "workers": bench_workers,
 }
 

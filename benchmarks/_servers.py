@@ -118,6 +118,9 @@ def redis_server() -> Iterator[str]:
 APPS: Final[dict[str, str]] = {
     "fastapi": "examples.fastapi_app.app:create_app",
     "django": "examples.django_app.asgi:application",
+    # The same page as a team writes it today (examples/peers), for bench_peers.
+    "fastapi-peer": "examples.peers.fastapi_app:create_app",
+    "django-peer": "examples.peers.django_asgi:application",
 }
 #: The server stacks an app can run on.
 STACKS: Final = ("uvicorn", "uvicorn-uvloop", "hypercorn", "granian")
@@ -131,7 +134,7 @@ def server_command(app: str, stack: str, port: int) -> list[str]:
     (needs ``pip install granian``).
     """
     target = APPS[app]
-    factory = ["--factory"] if app == "fastapi" else []
+    factory = ["--factory"] if app.startswith("fastapi") else []
     if stack in ("uvicorn", "uvicorn-uvloop"):
         flavour = (
             ["--loop", "asyncio", "--http", "h11"]
