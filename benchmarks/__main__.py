@@ -19,6 +19,7 @@ import attrs
 
 from . import (
     bench_cache,
+    bench_e2e,
     bench_executor,
     bench_http,
     bench_peers,
@@ -34,6 +35,7 @@ GROUPS: dict[str, ModuleType] = {
     "redis": bench_redis,
     "http": bench_http,
     "peers": bench_peers,
+    "e2e": bench_e2e,
     "workers": bench_workers,
 }
 
