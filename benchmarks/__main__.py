@@ -24,13 +24,15 @@ from . import (
     bench_http,
     bench_peers,
     bench_redis,
+    bench_scaling,
     bench_workers,
 )
 from ._common import Row
-from ._report import write_docs
+from ._report import write_docs, write_plots
 
 GROUPS: dict[str, ModuleType] = {
     "executor": bench_executor,
+    "scaling": bench_scaling,
     "cache": bench_cache,
     "redis": bench_redis,
     "http": bench_http,
@@ -69,6 +71,8 @@ def main() -> int:
         args.json.write_text(json.dumps([row.as_dict() for row in rows], indent=2) + "\n")
     if args.docs:
         write_docs(rows, quick=args.quick)
+        for path in write_plots(rows):
+            print(f"wrote {path}")
     missed = [row for row in rows if row.verdict == "MISSED"]
     print(f"\n{len(rows)} figures, {len(missed)} targets missed")
     for row in missed:

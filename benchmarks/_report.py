@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ._common import Row
+from .bench_scaling import series
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "performance.md"
 BEGIN = "<!-- benchmarks:begin -->"
@@ -25,10 +26,29 @@ def table(rows: list[Row], *, quick: bool) -> str:
         "| --- | --- | ---: | --- | --- |",
     ]
     for row in rows:
-        value = f"{row.value:,.3f}".rstrip("0").rstrip(".") + (row.unit or "")
+        if row.group == "scaling" and row.target.met is None:
+            continue  # the series: in its own table below
         target = row.target.text.replace("|", "\\|")
-        lines.append(f"| {row.group} | {row.name} | {value} | {target} | {row.verdict} |")
+        lines.append(f"| {row.group} | {row.name} | {_number(row)} | {target} | {row.verdict} |")
+    scaling = [row for row in rows if row.group == "scaling"]
+    if scaling:
+        batch, sequential = series(scaling, "batch"), series(scaling, "sequential")
+        lines += [
+            "",
+            "Page time against sections (each 50 to 80 ms, the seed's latencies in turn):",
+            "",
+            "| sections | one batch (ms) | in sequence (ms) |",
+            "| ---: | ---: | ---: |",
+        ]
+        lines += [
+            f"| {n} | {b:,.1f} | {s:,.1f} |"
+            for (n, b), (_, s) in zip(batch, sequential, strict=True)
+        ]
     return "\n".join(lines)
+
+
+def _number(row: Row) -> str:
+    return f"{row.value:,.3f}".rstrip("0").rstrip(".") + (row.unit or "")
 
 
 def write_docs(rows: list[Row], *, quick: bool) -> None:
@@ -41,3 +61,60 @@ def _cpus() -> int:
     import os
 
     return len(os.sched_getaffinity(0))
+
+
+def write_plots(rows: list[Row]) -> list[Path]:
+    """The docs' plots, as SVG next to docs/performance.md: what this run measured."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    IMAGES.mkdir(exist_ok=True)
+    plt.rcParams["svg.hashsalt"] = "batchpage"  # the same figure gives the same file
+    scaling = [row for row in rows if row.group == "scaling"]
+    if scaling:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for kind, style in (("sequential", "o--"), ("batch", "o-")):
+            points = series(scaling, kind)
+            ax.plot([n for n, _ in points], [ms for _, ms in points], style, label=kind)
+        ax.set_xlabel("sections on the page (each 50 to 80 ms, the seed's latencies)")
+        ax.set_ylabel("page time (ms)")
+        ax.set_yscale("log")
+        ax.set_title("One batch against the same calls in sequence")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+        written.append(_save(fig, "sections.svg"))
+    peers = [row for row in rows if row.group == "peers" and row.unit == "/s"]
+    if peers:
+        labels = sorted({row.name.split(":")[0].removeprefix("peers ") for row in peers})
+        ours = [_value(peers, f"peers {label}: batchpage rps") for label in labels]
+        theirs = [_value(peers, f"peers {label}: gather+cashews rps") for label in labels]
+        fig, ax = plt.subplots(figsize=(8, 4))
+        xs = range(len(labels))
+        ax.bar([x - 0.2 for x in xs], ours, width=0.4, label="batchpage")
+        ax.bar([x + 0.2 for x in xs], theirs, width=0.4, label="asyncio.gather + cashews")
+        ax.set_xticks(list(xs), labels, rotation=20, ha="right")
+        ax.set_ylabel("requests per second (wrk, 8 connections)")
+        ax.set_title("The homepage: batchpage against the endpoint a team writes today")
+        ax.legend()
+        fig.tight_layout()
+        written.append(_save(fig, "peers.svg"))
+    return written
+
+
+IMAGES = DOC.parent / "images"
+
+
+def _value(rows: list[Row], prefix: str) -> float:
+    return next(row.value for row in rows if row.name.startswith(prefix))
+
+
+def _save(fig: object, name: str) -> Path:
+    import matplotlib.pyplot as plt
+
+    path = IMAGES / f"performance-{name}"
+    fig.savefig(path, metadata={"Date": None})  # type: ignore[attr-defined]
+    plt.close(fig)  # type: ignore[arg-type]
+    return path
