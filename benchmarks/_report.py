@@ -85,17 +85,18 @@ def write_plots(rows: list[Row]) -> list[Path]:
         ax.set_title("One batch against the same calls in sequence")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend()
+        fig.tight_layout()
         written.append(_save(fig, "sections.svg"))
     peers = [row for row in rows if row.group == "peers" and row.unit == "/s"]
     if peers:
-        labels = sorted({row.name.split(":")[0].removeprefix("peers ") for row in peers})
+        labels = list(dict.fromkeys(row.name.split(":")[0].removeprefix("peers ") for row in peers))
         ours = [_value(peers, f"peers {label}: batchpage rps") for label in labels]
         theirs = [_value(peers, f"peers {label}: gather+cashews rps") for label in labels]
         fig, ax = plt.subplots(figsize=(8, 4))
         xs = range(len(labels))
         ax.bar([x - 0.2 for x in xs], ours, width=0.4, label="batchpage")
         ax.bar([x + 0.2 for x in xs], theirs, width=0.4, label="asyncio.gather + cashews")
-        ax.set_xticks(list(xs), labels, rotation=20, ha="right")
+        ax.set_xticks(list(xs), [label.strip("()") for label in labels], rotation=20, ha="right")
         ax.set_ylabel("requests per second (wrk, 8 connections)")
         ax.set_title("The homepage: batchpage against the endpoint a team writes today")
         ax.legend()
