@@ -36,6 +36,9 @@ environment variable               default               meaning
                                                          anonymous pages, legacy endpoints
 ``BATCHPAGE_CDN_SWR``              ``120``               their ``stale-while-revalidate``
                                                          (seconds): a CDN's grace
+``BATCHPAGE_BENCH_FRESH``          (each section's own)  benchmarks only: every section fresh
+                                                         (and then stale) this many seconds;
+                                                         ``0``: nothing cached
 =================================  ====================  ==========================================
 """
 
