@@ -93,11 +93,15 @@ async def run(quick: bool) -> list[Row]:
                             unit="",
                         )
                     )
+                sent, pages = mgets
                 rows.append(
                     Row(
-                        f"cluster: MGETs per warm page over HTTP, {WORKERS[-1]} workers",
-                        mgets,
-                        info("each worker's memory in front; refreshes and first reads"),
+                        f"cluster: MGETs per 1,000 warm pages over HTTP, {WORKERS[-1]} workers",
+                        1000 * sent / pages,
+                        info(
+                            f"{sent} in {pages:,} pages: each worker's memory in front; "
+                            "refreshes and first reads"
+                        ),
                         unit="",
                     )
                 )
@@ -113,9 +117,9 @@ async def _side_by_side(
     requests: int,
     clients: int,
     rounds: int,
-) -> tuple[dict[str, float], float, float]:
+) -> tuple[dict[str, float], float, tuple[int, int]]:
     """Each server's median warm rate with ``workers`` workers, the load generator's median CPU
-    share, and the cluster's MGETs per page."""
+    share, and the MGETs the cluster served during the cluster server's measured pages."""
     target = f"/homepage?limit={WARM_LIMIT}"
     with app_servers(envs, workers=workers) as servers:
         for server in servers.values():  # unmeasured: every worker's memory warm
@@ -134,7 +138,7 @@ async def _side_by_side(
         mgets = cluster.command_calls().get("mget", 0) - mgets_before
     pages = rounds * (requests // clients) * clients
     medians = {label: sorted(s)[len(s) // 2] for label, s in samples.items()}
-    return medians, statistics.median(shares), mgets / pages
+    return medians, statistics.median(shares), (mgets, pages)
 
 
 async def _mgets_from_redis(cluster: RedisClusterServer, mongo_url: str) -> list[Row]:
