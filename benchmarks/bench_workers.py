@@ -8,13 +8,15 @@ alternating rounds, so the machine's state is shared fairly between them.
 Each worker has its own memory layer; the page is warm in every worker
 after a first, unmeasured round.
 
-Two more kinds of figures say what the cluster costs a page: Redis reads
+More figures say what the cluster costs a page: a warm page from memory
+over the cluster against over one Redis, in this process (the same work,
+without HTTP or the machine's other processes between them); Redis reads
 (``MGET``) per warm page over HTTP while the four workers' memory holds it
 (what reaches the cluster at all), and, with no memory layer in front (the
 example's six sections through a ``RedisCache`` alone, counted by the
 masters' ``INFO commandstats``), ``MGET``\\ s per warm page from Redis: one
-per hash-tag slot the page touches, one for an anonymous page (the global
-keys' tag), two for a signed-in one (the global tag and the user's).
+per hash-tag slot the page touches, two for the homepage (the global
+sections' tag, and the signed-in user's or the anonymous visitor's).
 
 The load comes from this process, on the same machine (two cores here), so
 the rates say how the example scales on this host, not on a production
@@ -24,7 +26,9 @@ is given with them: what it takes, the workers cannot have.
 
 from __future__ import annotations
 
+import contextlib
 import statistics
+import time
 
 import anyio
 from examples.homepage.mongo import connect
@@ -32,9 +36,16 @@ from examples.homepage.sources import build_sections
 from examples.redis_cluster import RedisClusterServer
 from redis.crc import key_slot
 
-from batchpage import Aggregator, CacheStatus, RedisCache, RequestContext
+from batchpage import (
+    Aggregator,
+    CacheStatus,
+    LayeredCache,
+    MemoryCache,
+    RedisCache,
+    RequestContext,
+)
 
-from ._common import Row, exactly, info
+from ._common import Row, at_most, exactly, info
 from ._servers import app_environment, app_servers, redis_cluster, redis_server
 from .bench_http import SEED_NOW, WARM_LIMIT, load_round, seeded_mongo
 
@@ -105,6 +116,7 @@ async def run(quick: bool) -> list[Row]:
                         unit="",
                     )
                 )
+                rows.append(await _memory_pages(redis_url, cluster, mongo.url, quick=quick))
                 rows += await _mgets_from_redis(cluster, mongo.url)
     return rows
 
@@ -139,6 +151,57 @@ async def _side_by_side(
     pages = rounds * (requests // clients) * clients
     medians = {label: sorted(s)[len(s) // 2] for label, s in samples.items()}
     return medians, statistics.median(shares), (mgets, pages)
+
+
+async def _memory_pages(
+    redis_url: str, cluster: RedisClusterServer, mongo_url: str, *, quick: bool
+) -> Row:
+    """A warm page from memory over the cluster against over one Redis, in this process.
+
+    The example's sections under a ``LayeredCache`` each, warm in memory,
+    timed in alternating batches (the fastest batch of each counts): what a
+    worker does per warm page, without HTTP and without the machine's other
+    processes between the two.
+    """
+    repeat, inner = (10, 1000) if quick else (20, 2000)
+    client = connect(mongo_url)
+    ctx = RequestContext(params={"limit": WARM_LIMIT})
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            aggs = {}
+            for label, url in (("redis", redis_url), ("cluster", cluster.url)):
+                cache = LayeredCache(MemoryCache(), RedisCache.from_url(url, command_timeout=1.0))
+                sections = build_sections(client["homepage"], now=lambda: SEED_NOW)
+                agg = await stack.enter_async_context(
+                    Aggregator(sections, page="homepage", cache=cache)
+                )
+                await agg.fetch(ctx)  # cold: fills memory and Redis
+                statuses = {r.cache for r in (await agg.fetch(ctx)).results.values()}
+                if statuses != {CacheStatus.HIT}:
+                    raise RuntimeError(f"the page over {label} is not warm: {statuses}")
+                aggs[label] = agg
+            samples: dict[str, list[float]] = {label: [] for label in aggs}
+            for r in range(repeat):
+                for label in ("redis", "cluster") if r % 2 == 0 else ("cluster", "redis"):
+                    agg = aggs[label]
+                    start = time.perf_counter()
+                    for _ in range(inner):
+                        (await agg.fetch(ctx)).to_json()
+                    samples[label].append((time.perf_counter() - start) / inner)
+    finally:
+        await client.close()
+    # The least disturbed batch of each: on a loaded machine a batch of a few
+    # milliseconds is often preempted, and both run the same code.
+    redis_time, cluster_time = (min(samples[k]) for k in ("redis", "cluster"))
+    return Row(
+        "cluster: warm page from memory, Redis Cluster / one Redis (in-process)",
+        cluster_time / redis_time,
+        at_most(
+            1.1,
+            f"{cluster_time * 1e6:.1f} against {redis_time * 1e6:.1f} us; "
+            "memory answers, Redis is not asked",
+        ),
+    )
 
 
 async def _mgets_from_redis(cluster: RedisClusterServer, mongo_url: str) -> list[Row]:
