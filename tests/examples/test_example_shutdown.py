@@ -66,7 +66,8 @@ def _environment() -> dict[str, str]:
         if k not in ("MONGODB_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE")
         and not k.startswith("BATCHPAGE_")
     }
-    env.update(BATCHPAGE_PRODUCTS="200", PYTHONUNBUFFERED="1")
+    # /debug/vitals names the worker that answered: every worker is seen serving.
+    env.update(BATCHPAGE_PRODUCTS="200", PYTHONUNBUFFERED="1", BATCHPAGE_DEBUG_VITALS="1")
     return env
 
 
@@ -80,19 +81,34 @@ def reaper() -> Iterator[list[Proc]]:
             os.kill(proc.pid, signal.SIGKILL)
 
 
-def _wait_until_serving(process: subprocess.Popen[bytes], url: str, log: Path) -> None:
+def _wait_until_serving(
+    process: subprocess.Popen[bytes], url: str, log: Path, *, workers: int
+) -> None:
+    """Until ``/homepage`` answers 200, and every one of ``workers`` has answered.
+
+    A worker still starting when its server is killed has no guard yet; the
+    test is of a running server, so each worker must be seen to serve (its
+    pid, from ``/debug/vitals``, asked on new connections).
+    """
     deadline = time.monotonic() + START_TIMEOUT
+    serving: set[int] = set()
     with httpx.Client(base_url=url, timeout=5.0) as client:
         while True:
             if process.poll() is not None:
                 pytest.fail(f"the server exited ({process.returncode}):\n{_tail(log)}")
             try:
                 if client.get("/homepage", params={"limit": 1}).status_code == 200:
-                    return
+                    vitals = client.get("/debug/vitals", headers={"Connection": "close"})
+                    serving.add(vitals.json()["pid"])
+                    if len(serving) == workers:
+                        return
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
-                pytest.fail(f"no 200 from /homepage within {START_TIMEOUT:g} s:\n{_tail(log)}")
+                pytest.fail(
+                    f"{len(serving)} of {workers} workers served /homepage within "
+                    f"{START_TIMEOUT:g} s:\n{_tail(log)}"
+                )
             time.sleep(0.1)
 
 
@@ -165,13 +181,14 @@ def _serving(
         )
     workdirs: list[Path] = []
     try:
-        _wait_until_serving(process, f"http://{HOST}:{port}", log)
+        workers = 2 if framework.endswith("-workers") else 1
+        _wait_until_serving(process, f"http://{HOST}:{port}", log, workers=workers)
         started = descendants(process.pid)
         reaper.extend(started)
         argvs = [p.cmdline.split() for p in started]
         # nx-27017 is a Python console script: "python .../nx-27017 --db memory ...".
         servers = [argv for argv in argvs if any(Path(a).name == "nx-27017" for a in argv[:2])]
-        expected = 2 if framework == "django-workers" else 1  # one per lifespan that starts one
+        expected = workers if framework == "django-workers" else 1  # one per lifespan starting one
         assert len(servers) == expected, f"not {expected} nx-27017 under the server: {started}"
         workdirs += [Path(argv[argv.index("--pid-file") + 1]).parent for argv in servers]
         yield process, started, log
