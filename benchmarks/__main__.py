@@ -1,4 +1,4 @@
-"""Run the benchmarks: ``python -m benchmarks [--quick] [--only GROUP ...] [--docs]``.
+"""Run the benchmarks: ``python -m benchmarks [--quick] [--only GROUP ...] [--json F] [--docs]``.
 
 Everything is measured side by side in this one run and printed as ratios
 against targets; absolute times on shared machines are noise. The command
@@ -62,7 +62,10 @@ def main() -> int:
     )
     parser.add_argument("--json", type=Path, help="also write every row to this file")
     parser.add_argument(
-        "--docs", action="store_true", help="write the table into docs/performance.md"
+        "--docs",
+        action="store_true",
+        help="write the figures into the docs: docs/performance.md (a run of every group) and "
+        "docs/deployment.md (the workers group), and plots under docs/images",
     )
     args = parser.parse_args()
     groups = args.only or list(GROUPS)
@@ -70,9 +73,13 @@ def main() -> int:
     if args.json:
         args.json.write_text(json.dumps([row.as_dict() for row in rows], indent=2) + "\n")
     if args.docs:
-        write_docs(rows, quick=args.quick)
-        for path in write_plots(rows):
+        written = write_docs(rows, complete=set(groups) == set(GROUPS))
+        if set(groups) == set(GROUPS):  # the plots belong with performance.md's table
+            written += write_plots(rows)
+        for path in written:
             print(f"wrote {path}")
+        if not written:
+            print("--docs: nothing written (performance.md takes a run of every group)")
     missed = [row for row in rows if row.verdict == "MISSED"]
     print(f"\n{len(rows)} figures, {len(missed)} targets missed")
     for row in missed:

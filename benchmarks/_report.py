@@ -1,8 +1,16 @@
-"""Write one run's figures into docs/performance.md, between its markers."""
+"""Write one run's figures into the docs, between their markers.
+
+``docs/performance.md`` gets every figure, from a run of every group (a run
+of some groups would replace the whole table with part of it, so it is left
+alone then); ``docs/deployment.md`` gets the workers group's figures
+whenever that group ran (``./scripts/bench --only workers --docs``).
+"""
 
 from __future__ import annotations
 
+import os
 import platform
+import shlex
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -10,17 +18,35 @@ from pathlib import Path
 from ._common import Row
 from .bench_scaling import series
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "performance.md"
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+DOC = DOCS / "performance.md"
 BEGIN = "<!-- benchmarks:begin -->"
 END = "<!-- benchmarks:end -->"
+DEPLOYMENT = DOCS / "deployment.md"
+WORKERS_BEGIN = "<!-- benchmarks-workers:begin -->"
+WORKERS_END = "<!-- benchmarks-workers:end -->"
 
 
-def table(rows: list[Row], *, quick: bool) -> str:
+def _command() -> str:
+    """The command line of this run, as typed (``python -m benchmarks ...``)."""
+    return shlex.join(["python", "-m", "benchmarks", *sys.argv[1:]])
+
+
+def _header() -> str:
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return (
+        f"One run of `{_command()}`, {when}, Python {sys.version.split()[0]}, "
+        f"{platform.machine()}, {_cpus()} CPUs."
+    )
+
+
+def _value(row: Row) -> str:
+    return f"{row.value:,.3f}".rstrip("0").rstrip(".") + (row.unit or "")
+
+
+def table(rows: list[Row]) -> str:
     lines = [
-        f"One run of `python -m benchmarks{' --quick' if quick else ''} --docs`, {when}, "
-        f"Python {sys.version.split()[0]}, {platform.machine()}, "
-        f"{_cpus()} CPUs.",
+        _header(),
         "",
         "| group | figure | value | target | |",
         "| --- | --- | ---: | --- | --- |",
@@ -29,7 +55,7 @@ def table(rows: list[Row], *, quick: bool) -> str:
         if row.group == "scaling" and row.target.met is None:
             continue  # the series: in its own table below
         target = row.target.text.replace("|", "\\|")
-        lines.append(f"| {row.group} | {row.name} | {_number(row)} | {target} | {row.verdict} |")
+        lines.append(f"| {row.group} | {row.name} | {_value(row)} | {target} | {row.verdict} |")
     scaling = [row for row in rows if row.group == "scaling"]
     if scaling:
         batch, sequential = series(scaling, "batch"), series(scaling, "sequential")
@@ -47,19 +73,36 @@ def table(rows: list[Row], *, quick: bool) -> str:
     return "\n".join(lines)
 
 
-def _number(row: Row) -> str:
-    return f"{row.value:,.3f}".rstrip("0").rstrip(".") + (row.unit or "")
+def workers_table(rows: list[Row]) -> str:
+    """The workers group's figures, for docs/deployment.md: the rates side by side."""
+    from .bench_workers import doc_table
+
+    return "\n".join([_header(), "", *doc_table(rows)])
 
 
-def write_docs(rows: list[Row], *, quick: bool) -> None:
-    text = DOC.read_text()
-    start, end = text.index(BEGIN) + len(BEGIN), text.index(END)
-    DOC.write_text(text[:start] + "\n" + table(rows, quick=quick) + "\n" + text[end:])
+def _replace(doc: Path, begin: str, end: str, body: str) -> None:
+    text = doc.read_text()
+    start, stop = text.index(begin) + len(begin), text.index(end)
+    doc.write_text(text[:start] + "\n" + body + "\n" + text[stop:])
+
+
+def write_docs(rows: list[Row], *, complete: bool) -> list[Path]:
+    """Write the tables this run can fill; the files written.
+
+    ``complete``: every group ran, so performance.md's table can be replaced.
+    """
+    written = []
+    if complete:
+        _replace(DOC, BEGIN, END, table(rows))
+        written.append(DOC)
+    workers = [row for row in rows if row.group == "workers"]
+    if workers:
+        _replace(DEPLOYMENT, WORKERS_BEGIN, WORKERS_END, workers_table(workers))
+        written.append(DEPLOYMENT)
+    return written
 
 
 def _cpus() -> int:
-    import os
-
     return len(os.sched_getaffinity(0))
 
 
@@ -90,8 +133,8 @@ def write_plots(rows: list[Row]) -> list[Path]:
     peers = [row for row in rows if row.group == "peers" and row.unit == "/s"]
     if peers:
         labels = list(dict.fromkeys(row.name.split(":")[0].removeprefix("peers ") for row in peers))
-        ours = [_value(peers, f"peers {label}: batchpage rps") for label in labels]
-        theirs = [_value(peers, f"peers {label}: gather+cashews rps") for label in labels]
+        ours = [_first(peers, f"peers {label}: batchpage rps") for label in labels]
+        theirs = [_first(peers, f"peers {label}: gather+cashews rps") for label in labels]
         fig, ax = plt.subplots(figsize=(8, 4))
         xs = range(len(labels))
         ax.bar([x - 0.2 for x in xs], ours, width=0.4, label="batchpage")
@@ -108,7 +151,7 @@ def write_plots(rows: list[Row]) -> list[Path]:
 IMAGES = DOC.parent / "images"
 
 
-def _value(rows: list[Row], prefix: str) -> float:
+def _first(rows: list[Row], prefix: str) -> float:
     return next(row.value for row in rows if row.name.startswith(prefix))
 
 

@@ -1,7 +1,7 @@
-"""The benchmarks' servers: redis-server and the FastAPI homepage, each a subprocess on loopback.
+"""The benchmarks' servers: redis-server, a Redis Cluster and the homepage apps, on loopback.
 
-Both bind 127.0.0.1 on a port the OS picked, and are context managers that
-stop their process however the block ends (SIGTERM, a short grace, then
+Each binds 127.0.0.1 on a port the OS picked, and is a context manager that
+stops its processes however the block ends (SIGTERM, a short grace, then
 SIGKILL). Nothing here is a mock: the benchmarks speak the real protocols.
 """
 
@@ -20,7 +20,10 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from examples.redis_cluster import RedisClusterServer
 
 HOST: Final = "127.0.0.1"
 ROOT: Final = Path(__file__).resolve().parent.parent
@@ -112,6 +115,26 @@ def redis_server() -> Iterator[str]:
             yield f"redis://{HOST}:{port}/0"
         finally:
             _stop(process)
+
+
+@contextlib.contextmanager
+def redis_cluster() -> Iterator[RedisClusterServer]:
+    """A Redis Cluster of 3 masters and 3 replicas (:mod:`examples.redis_cluster`) for the block.
+
+    Start it from the main thread: each node dies with the thread that started it.
+    """
+    from examples.redis_cluster import ClusterError, RedisClusterServer
+
+    with tempfile.TemporaryDirectory(prefix="bench-cluster-") as directory:
+        try:
+            cluster = RedisClusterServer(Path(directory))
+            cluster.start()
+        except ClusterError as error:
+            raise ServerError(str(error)) from error
+        try:
+            yield cluster
+        finally:
+            cluster.stop()
 
 
 #: The apps, by name: their ASGI import path (a factory for FastAPI).

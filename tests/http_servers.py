@@ -1,5 +1,8 @@
 """Real HTTP servers for the app tests: the FastAPI app under uvicorn, Django under hypercorn.
 
+Several workers: the FastAPI app as ``./scripts/run --workers N`` starts it
+(``examples.serve``), Django under ``hypercorn --workers N``.
+
 Each server is a subprocess on a free loopback port, configured only
 through its environment, as in production: ``MONGODB_URL`` points at the
 session's seeded MongoDB (``homepage_mongo``), the flash-sale clock is
@@ -91,6 +94,7 @@ def command(
         f"{HOST}:{port}",
         "--log-level",
         "WARNING",
+        *(["--workers", str(workers)] if workers > 1 else []),
     ]
 
 

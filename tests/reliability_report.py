@@ -1,21 +1,27 @@
-"""Turn the fault harness's rows into the tables of ``docs/reliability.md``.
+"""Turn the fault harness's rows into the tables of ``docs/reliability.md`` and ``deployment.md``.
 
-``python tests/reliability_report.py ROWS.jsonl docs/reliability.md`` replaces
-what stands between the ``<!-- report:start -->`` and ``<!-- report:end -->``
-markers with the tables, so the prose around them stays as written.
-``scripts/reliability`` runs the harness and then this, in one command.
+``python tests/reliability_report.py ROWS.jsonl DOC...`` rewrites, in each
+document, what stands between its markers, so the prose around them stays
+as written: between ``<!-- report:start -->`` and ``<!-- report:end -->``
+every table (``docs/reliability.md``); between ``<!-- report-cluster:start
+-->`` and ``<!-- report-cluster:end -->`` the Redis Cluster's figures alone
+(``docs/deployment.md``). ``scripts/reliability`` runs the harness and then
+this, in one command.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 START = "<!-- report:start -->"
 END = "<!-- report:end -->"
+CLUSTER_START = "<!-- report-cluster:start -->"
+CLUSTER_END = "<!-- report-cluster:end -->"
 
 
 def _statuses(statuses: dict[str, int]) -> str:
@@ -63,7 +69,7 @@ def soak(row: dict[str, Any]) -> list[str]:
 
 
 def cluster(rows: Iterable[dict[str, Any]]) -> list[str]:
-    """The Redis Cluster figures (``tests/test_redis_cluster.py``), the last row of each."""
+    """The Redis Cluster figures (``tests/redis/test_redis_cluster.py``), the last row of each."""
     latest = {r["test"]: r for r in rows}
     lines = ["| check | figure |", "| --- | --- |"]
     spread = latest.get("key spread")
@@ -107,7 +113,7 @@ def render(rows: list[dict[str, Any]]) -> str:
         out += ["### Soak", "", *soak(soaks[-1]), ""]
     if workers:
         out += [
-            "### Four workers, on one Redis and on a Redis Cluster",
+            "### Four workers of each example, on one Redis and on a Redis Cluster",
             "",
             "| check | figure |",
             "| --- | ---: |",
@@ -119,14 +125,43 @@ def render(rows: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
-def main(rows_path: str, doc_path: str) -> None:
+def render_cluster(rows: list[dict[str, Any]]) -> str:
+    """The cluster's figures for docs/deployment.md: keys, round trips, failover, workers on it."""
+    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    out = [f"From one run of `./scripts/reliability`, {when}.", ""]
+    out += cluster(r for r in rows if r.get("kind") == "cluster")
+    out += [
+        f"| {r['test']} | {r['value']} |"
+        for r in rows
+        if r.get("kind") == "workers" and r.get("shared") == "Redis Cluster"
+    ]
+    return "\n".join(out)
+
+
+#: Each document's markers, and what goes between them.
+SECTIONS: list[tuple[str, str, Callable[[list[dict[str, Any]]], str]]] = [
+    (START, END, render),
+    (CLUSTER_START, CLUSTER_END, render_cluster),
+]
+
+
+def main(rows_path: str, *doc_paths: str) -> None:
     rows = [json.loads(line) for line in Path(rows_path).read_text().splitlines() if line]
-    doc = Path(doc_path)
-    text = doc.read_text()
-    head, _, rest = text.partition(START)
-    _, _, tail = rest.partition(END)
-    doc.write_text(f"{head}{START}\n{render(rows)}\n{END}{tail}")
+    for doc_path in doc_paths:
+        doc = Path(doc_path)
+        text = doc.read_text()
+        found = False
+        for start, end, make in SECTIONS:
+            if start not in text:
+                continue
+            found = True
+            head, _, rest = text.partition(start)
+            _, _, tail = rest.partition(end)
+            text = f"{head}{start}\n{make(rows)}\n{end}{tail}"
+        if not found:
+            raise SystemExit(f"{doc_path}: no report markers")
+        doc.write_text(text)
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:3])
+    main(*sys.argv[1:])

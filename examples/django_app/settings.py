@@ -11,6 +11,7 @@ import os
 import secrets
 
 from examples.service.settings import DEFAULT_ROLLOUT_KEY, Settings
+from examples.service.vitals import VITALS_ENV
 
 _ENV = Settings.from_env(os.environ)  # parses and validates the environment once
 
@@ -61,6 +62,8 @@ HOMEPAGE_REDIS_BUDGET: float = _ENV.redis_budget  #: seconds per Redis command
 HOMEPAGE_FAULTS: str = _ENV.faults  #: test hook; see examples.service.faults
 #: /demo/faults, the demo page's run-time fault switch; see examples.service.demo
 HOMEPAGE_DEMO_FAULTS: bool = _ENV.demo_faults
+#: /debug/vitals, this worker's resources and counters (tests, rehearsals; never production)
+HOMEPAGE_DEBUG_VITALS: bool = os.environ.get(VITALS_ENV) == "1"
 HOMEPAGE_NOW = _ENV.now  #: None: the real clock
 HOMEPAGE_OTEL: str = _ENV.otel  #: "console": print spans (BATCHPAGE_OTEL)
 HOMEPAGE_CDN_MAX_AGE: int = _ENV.cdn_max_age  #: max-age of public answers, seconds

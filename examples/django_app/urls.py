@@ -27,6 +27,8 @@ if settings.HOMEPAGE_DEMO_FAULTS:  # the demo's run-time fault switch: off unles
     urlpatterns.append(
         path("demo/faults", methods(GET=views.demo_faults, POST=views.set_demo_fault))
     )
+if settings.HOMEPAGE_DEBUG_VITALS:  # this worker's internals, as the FastAPI app's: off by default
+    urlpatterns.append(path("debug/vitals", get_only(views.debug_vitals)))
 
 # No route, or a request Django refused: the JSON error shape, not an HTML page.
 handler400 = error_view(400)

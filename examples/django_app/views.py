@@ -22,7 +22,7 @@ from batchpage.contrib.django import (
     stream_response,
     to_response,
 )
-from batchpage.contrib.http import error_reply, http_error_reply
+from batchpage.contrib.http import error_reply, http_error_reply, json_reply
 from examples.service.lifetime import Homepage
 from examples.service.request import (
     SESSION_KEY,
@@ -31,6 +31,7 @@ from examples.service.request import (
     session_user,
     sign_in_request,
 )
+from examples.service.vitals import vitals
 
 DEMO_PAGE = Path(__file__).resolve().parent.parent / "demo" / "index.html"
 
@@ -146,6 +147,11 @@ async def set_demo_fault(request: HttpRequest) -> HttpResponse:
         request.body, request.headers.get("Content-Type")
     )
     return to_response(reply)
+
+
+async def debug_vitals(request: HttpRequest) -> HttpResponse:
+    """This worker's resources and counters (tests and rehearsals only)."""
+    return to_response(json_reply(200, vitals(_homepage(request))))
 
 
 async def demo(request: HttpRequest) -> HttpResponse:

@@ -1,6 +1,7 @@
 """What a running worker holds, for the soak and multi-worker tests. Off by default.
 
-``BATCHPAGE_DEBUG_VITALS=1`` adds ``GET /debug/vitals`` to the FastAPI app:
+``BATCHPAGE_DEBUG_VITALS=1`` adds ``GET /debug/vitals`` to the FastAPI app
+and to the Django app (its setting ``HOMEPAGE_DEBUG_VITALS``), same JSON:
 this worker's pid, its asyncio tasks, threads, open file descriptors,
 resident memory and TCP connections, and the counters of its aggregator,
 executor and caches. A soak reads it before and after a load to show that

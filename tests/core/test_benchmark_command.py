@@ -56,7 +56,7 @@ def test_docs_get_the_table_between_their_markers(
     doc = tmp_path / "performance.md"
     doc.write_text(f"before\n{_report.BEGIN}\nold\n{_report.END}\nafter\n")
     monkeypatch.setattr(_report, "DOC", doc)
-    _report.write_docs([Row("ratio", 0.95, at_least(0.9), group="http")], quick=True)
+    _report.write_docs([Row("ratio", 0.95, at_least(0.9), group="http")], complete=True)
     text = doc.read_text()
     assert text.startswith("before\n")
     assert text.endswith("after\n")

@@ -265,9 +265,14 @@ def test_only_get_is_allowed_on_the_page(app: httpx.Client, method: str) -> None
     assert response.json() == {"error": {"field": "method", "message": "the method must be GET"}}
 
 
-@pytest.mark.parametrize("path", ["/nope", "/homepage/", "/rollout/", "/homepage/stream/x"])
+@pytest.mark.parametrize(
+    "path", ["/nope", "/homepage/", "/rollout/", "/homepage/stream/x", "/debug/vitals"]
+)
 def test_unknown_path_is_a_404_in_the_error_shape(app: httpx.Client, path: str) -> None:
-    """No route is a JSON 404 in both apps: no HTML page, no redirect to the path without '/'."""
+    """No route is a JSON 404 in both apps: no HTML page, no redirect to the path without '/'.
+
+    ``/debug/vitals`` is there only with ``BATCHPAGE_DEBUG_VITALS=1``.
+    """
     response = app.get(path)
     assert response.status_code == 404
     assert response.headers["content-type"] == "application/json"

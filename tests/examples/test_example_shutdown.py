@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Final, Literal
 
@@ -43,7 +44,7 @@ Stop = Literal["sigint", "sigterm", "sigterm-group", "sigkill"]
 STOPS: Final[tuple[Stop, ...]] = ("sigint", "sigterm", "sigterm-group", "sigkill")
 
 
-Server = Literal["fastapi", "fastapi-workers", "django"]
+Server = Literal["fastapi", "fastapi-workers", "django", "django-workers"]
 
 
 def _command(framework: Server, port: int) -> list[str]:
@@ -52,6 +53,8 @@ def _command(framework: Server, port: int) -> list[str]:
         return serve
     if framework == "fastapi-workers":  # ./scripts/run --workers 2
         return [*serve, "--workers", "2"]
+    if framework == "django-workers":  # hypercorn --workers 2 ...: an embedded database each
+        return server_command("django", port, workers=2)
     return server_command("django", port)  # hypercorn examples.django_app.asgi:application
 
 
@@ -63,7 +66,8 @@ def _environment() -> dict[str, str]:
         if k not in ("MONGODB_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE")
         and not k.startswith("BATCHPAGE_")
     }
-    env.update(BATCHPAGE_PRODUCTS="200", PYTHONUNBUFFERED="1")
+    # /debug/vitals names the worker that answered: every worker is seen serving.
+    env.update(BATCHPAGE_PRODUCTS="200", PYTHONUNBUFFERED="1", BATCHPAGE_DEBUG_VITALS="1")
     return env
 
 
@@ -77,19 +81,34 @@ def reaper() -> Iterator[list[Proc]]:
             os.kill(proc.pid, signal.SIGKILL)
 
 
-def _wait_until_serving(process: subprocess.Popen[bytes], url: str, log: Path) -> None:
+def _wait_until_serving(
+    process: subprocess.Popen[bytes], url: str, log: Path, *, workers: int
+) -> None:
+    """Until ``/homepage`` answers 200, and every one of ``workers`` has answered.
+
+    A worker still starting when its server is killed has no guard yet; the
+    test is of a running server, so each worker must be seen to serve (its
+    pid, from ``/debug/vitals``, asked on new connections).
+    """
     deadline = time.monotonic() + START_TIMEOUT
+    serving: set[int] = set()
     with httpx.Client(base_url=url, timeout=5.0) as client:
         while True:
             if process.poll() is not None:
                 pytest.fail(f"the server exited ({process.returncode}):\n{_tail(log)}")
             try:
                 if client.get("/homepage", params={"limit": 1}).status_code == 200:
-                    return
+                    vitals = client.get("/debug/vitals", headers={"Connection": "close"})
+                    serving.add(vitals.json()["pid"])
+                    if len(serving) == workers:
+                        return
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
-                pytest.fail(f"no 200 from /homepage within {START_TIMEOUT:g} s:\n{_tail(log)}")
+                pytest.fail(
+                    f"{len(serving)} of {workers} workers served /homepage within "
+                    f"{START_TIMEOUT:g} s:\n{_tail(log)}"
+                )
             time.sleep(0.1)
 
 
@@ -109,11 +128,45 @@ def _stop(process: subprocess.Popen[bytes], how: Stop) -> None:
 
 
 @pytest.mark.parametrize("how", STOPS)
-@pytest.mark.parametrize("framework", ["fastapi", "fastapi-workers", "django"])
+@pytest.mark.parametrize("framework", ["fastapi", "fastapi-workers", "django", "django-workers"])
 def test_nothing_outlives_the_example_server(
     framework: Server, how: Stop, tmp_path: Path, reaper: list[Proc]
 ) -> None:
     """The server and every process it started (nx-27017, its watchdog) are gone after the stop."""
+    with _serving(framework, tmp_path, reaper) as (process, started, log):
+        _stop(process, how)
+        left = survivors(started, within=GONE_WITHIN)
+        assert not left, f"still running {GONE_WITHIN:g} s after {how}: {left}\n{_tail(log)}"
+        process.wait(timeout=GONE_WITHIN)  # the server itself ends as well
+
+
+def test_a_dead_hypercorn_worker_ends_the_server_and_all_it_started(
+    tmp_path: Path, reaper: list[Proc]
+) -> None:
+    """SIGKILL one of hypercorn's workers: hypercorn stops the others and exits; nothing is left.
+
+    hypercorn does not start a worker again (uvicorn's supervisor does): it
+    SIGTERMs the other workers and exits, with status 0, so a supervisor
+    must restart it whatever its status. The dead worker's embedded
+    database ends through its watchdog, the others' through the lifespan.
+    """
+    with _serving("django-workers", tmp_path, reaper) as (process, started, log):
+        workers = [p for p in started if p.ppid == process.pid and "spawn_main" in p.cmdline]
+        assert len(workers) == 2, started
+        os.kill(workers[0].pid, signal.SIGKILL)
+        assert process.wait(timeout=GONE_WITHIN) == 0  # hypercorn's status hides the death
+        left = survivors(started, within=GONE_WITHIN)
+        assert not left, f"still running {GONE_WITHIN:g} s after the kill: {left}\n{_tail(log)}"
+
+
+@contextmanager
+def _serving(
+    framework: Server, tmp_path: Path, reaper: list[Proc]
+) -> Iterator[tuple[subprocess.Popen[bytes], list[Proc], Path]]:
+    """The server, answering ``/homepage``, and every process under it then.
+
+    After the block, the directories of its embedded databases must be gone.
+    """
     port = free_port()
     log = tmp_path / "server.log"
     with log.open("wb") as out:
@@ -128,19 +181,17 @@ def test_nothing_outlives_the_example_server(
         )
     workdirs: list[Path] = []
     try:
-        _wait_until_serving(process, f"http://{HOST}:{port}", log)
+        workers = 2 if framework.endswith("-workers") else 1
+        _wait_until_serving(process, f"http://{HOST}:{port}", log, workers=workers)
         started = descendants(process.pid)
         reaper.extend(started)
         argvs = [p.cmdline.split() for p in started]
         # nx-27017 is a Python console script: "python .../nx-27017 --db memory ...".
         servers = [argv for argv in argvs if any(Path(a).name == "nx-27017" for a in argv[:2])]
-        assert servers, f"no nx-27017 under the server: {started}"
+        expected = workers if framework == "django-workers" else 1  # one per lifespan starting one
+        assert len(servers) == expected, f"not {expected} nx-27017 under the server: {started}"
         workdirs += [Path(argv[argv.index("--pid-file") + 1]).parent for argv in servers]
-
-        _stop(process, how)
-        left = survivors(started, within=GONE_WITHIN)
-        assert not left, f"still running {GONE_WITHIN:g} s after {how}: {left}\n{_tail(log)}"
-        process.wait(timeout=GONE_WITHIN)  # the server itself ends as well
+        yield process, started, log
         assert not [d for d in workdirs if d.exists()], "the server's directory is left behind"
     finally:
         if process.poll() is None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import signal
 import statistics
 import subprocess
 import sys
@@ -50,7 +51,7 @@ from batchpage import (
 )
 from batchpage.extend import Entry, KeyBuilder
 from helpers import FakeClock, Recorder
-from processes import HAS_PROC, process, survivors
+from processes import HAS_PROC, descendants, survivors
 from redis_cluster import ClusterNode, RedisClusterServer
 from redis_server import RedisServer, eventually
 
@@ -141,31 +142,32 @@ def cluster_keys(cluster: RedisClusterServer, match: str = "*") -> set[str]:
 
 # -- the fixture itself ------------------------------------------------------------
 
-_STARTER = """
-import sys, tempfile, time
-from pathlib import Path
-sys.path.insert(0, sys.argv[1])
-from redis_cluster import RedisClusterServer
-cluster = RedisClusterServer(Path(tempfile.mkdtemp()))
-cluster.start()
-print(" ".join(str(n.process.pid) for n in cluster.nodes), flush=True)
-time.sleep(60)
-"""
-
 
 @pytest.mark.skipif(not HAS_PROC, reason="reads /proc")
-def test_a_cluster_dies_with_the_process_that_started_it() -> None:
-    """SIGKILL the test process that started a cluster: its six servers end with it."""
-    tests = str(Path(__file__).parents[1])  # tests/, where redis_cluster.py lives
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGINT], ids=["sigkill", "ctrl-c"])
+def test_a_cluster_ends_with_the_process_that_started_it(
+    how: signal.Signals, tmp_path: Path
+) -> None:
+    """Ctrl-C or SIGKILL the process that started a cluster: its six servers end with it.
+
+    The starter is ``python -m examples.redis_cluster``, the one the tests'
+    fixtures and the benchmarks share; it prints the URL once the cluster is up.
+    """
     starter = subprocess.Popen(
-        [sys.executable, "-c", _STARTER, tests], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+        [sys.executable, "-m", "examples.redis_cluster", "--dir", str(tmp_path)],
+        cwd=Path(__file__).parents[2],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
     )
     try:
         assert starter.stdout is not None
         line = starter.stdout.readline().decode()
-        procs = [p for p in map(process, map(int, line.split())) if p is not None]
-        assert len(procs) == 6, line
+        assert line.startswith("redis://127.0.0.1:"), line
+        procs = descendants(starter.pid)
+        assert len(procs) == 6, procs
         assert all("redis-server" in p.cmdline for p in procs)
+        starter.send_signal(how)
+        assert starter.wait(timeout=30) == (0 if how == signal.SIGINT else -how)
     finally:
         starter.kill()
         starter.wait()
