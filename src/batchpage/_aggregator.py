@@ -18,6 +18,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 from ._breaker import BreakerState, CircuitBreaker
 from ._cache import Cache
 from ._context import RequestContext
+from ._eager import Started, start_eagerly
 from ._entry import Entry
 from ._errors import (
     AggregatorNotRunning,
@@ -342,11 +343,11 @@ class Aggregator:
         if pending:
             ctx = self._with_deadline(ctx, deadline)
             run = _Run(self.fail_fast)
-            with anyio.CancelScope(deadline=deadline):
-                async with anyio.create_task_group() as tg:
-                    run.stop = tg.cancel_scope
-                    for section, key, old in pending:
-                        tg.start_soon(self._resolve, section, key, old, ctx, results, run)
+            if deadline == math.inf:
+                await self._run_pending(pending, ctx, results, run)
+            else:
+                with anyio.CancelScope(deadline=deadline):
+                    await self._run_pending(pending, ctx, results, run)
             if len(results) < len(plan):  # cut short: the deadline, or fail-fast
                 for section, _, old in pending:
                     if section.name not in results:
@@ -364,6 +365,46 @@ class Aggregator:
             total_ms=(now() - start) * 1000,
             required=self._required,
         )
+
+    async def _run_pending(
+        self,
+        pending: list[tuple[Section, str | None, Entry | None]],
+        ctx: RequestContext,
+        results: dict[str, SectionResult],
+        run: _Run,
+    ) -> None:
+        """Resolve every pending section concurrently; a task only for those that wait.
+
+        Each section starts in this task (:func:`start_eagerly`): one that
+        answers without waiting (a memory hit, a value at hand) costs no
+        task. The first that waits goes on in this task; the sections after
+        it get a task each, as they always did. So the sources still run
+        concurrently, each under its own timeout (the executor's scope, which
+        the section enters in its own first step) and the page's deadline
+        (the caller's scope, around all of this).
+        """
+        resolve = self._resolve
+        held: Started | None = None
+        if len(pending) == 1:
+            section, key, old = pending[0]
+            held = start_eagerly(resolve(section, key, old, ctx, results, run))
+            if held is not None:
+                await held
+            return
+        async with anyio.create_task_group() as tg:
+            run.stop = tg.cancel_scope
+            try:
+                for section, key, old in pending:
+                    if held is not None:
+                        tg.start_soon(resolve, section, key, old, ctx, results, run)
+                    elif run.failed is None:  # fail-fast: the rest are cut short
+                        held = start_eagerly(resolve(section, key, old, ctx, results, run))
+            except BaseException:
+                if held is not None:
+                    held.close()
+                raise
+            if held is not None:
+                await held
 
     async def stream(
         self, ctx: RequestContext | None = None, *, sections: Sequence[str] | None = None
@@ -593,8 +634,8 @@ class Aggregator:
             observer.section_finished(token, self.keys.page, result)
         if run.fail_fast and section.required and result.unavailable and run.failed is None:
             run.failed = section.name
-            assert run.stop is not None
-            run.stop.cancel()
+            if run.stop is not None:  # None: it was the page's only pending section
+                run.stop.cancel()
 
     def _result(
         self,
