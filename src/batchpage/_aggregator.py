@@ -31,10 +31,11 @@ from ._errors import (
 from ._executor import Attempt, Executor, timeout_error
 from ._filler import CacheFiller
 from ._keys import KeyBuilder, check_part
+from ._layered import LayeredCache, LayeredCacheStats
 from ._loop import running_loop
 from ._memory import MemoryCache
 from ._observer import Observer, Observers
-from ._result import NULL, CacheStatus, PageResult, SectionResult
+from ._result import NULL, CacheStatus, PageResult, SectionResult, WarmPage
 from ._scope import Scope
 from ._section import Section
 from ._serializer import JsonSerializer, Serializer, encode_failure
@@ -46,6 +47,21 @@ logger = logging.getLogger("batchpage")
 _ANONYMOUS = RequestContext()
 # Longer user ids are not memoised: the memo stays small whatever ids come in.
 _MEMO_MAX_USER = 128
+
+
+class _Plan:
+    """The sections a request asks for, and what is known of them before any request."""
+
+    __slots__ = ("custom", "names", "sections", "viewable")
+
+    def __init__(self, sections: tuple[Section, ...]) -> None:
+        self.sections = sections
+        self.names = tuple(s.name for s in sections)
+        # A cached section's key depends on a scope function: not memoised.
+        self.custom = any(s.cache is not None and not isinstance(s.scope, Scope) for s in sections)
+        # Its warm pages can be kept as views: every section cached, each key
+        # a function of the user and the parameters alone.
+        self.viewable = not self.custom and all(s.cache is not None for s in sections)
 
 
 class _Run:
@@ -155,9 +171,21 @@ class Aggregator:
             observer=self._observer,
             page=page,
         )
-        self._plans: dict[tuple[str, ...] | None, tuple[Section, ...]] = {}
+        self._plans: dict[tuple[str, ...] | None, _Plan] = {}
         # Cache keys per (plan, user, params): building them is most of a warm page.
         self._key_memo: dict[tuple[object, ...], list[str | None]] = {}
+        # A warm page read wholly from memory is kept there as a view
+        # (``WarmPage``) until one of its entries changes: the next request
+        # for it reads one dict. The memory layer, when there is one.
+        self._memory: MemoryCache | None = None
+        self._layered: LayeredCacheStats | None = None
+        if type(self.cache) is MemoryCache:
+            self._memory = self.cache
+        elif type(self.cache) is LayeredCache:
+            self._memory = self.cache.memory
+            self._layered = self.cache.stats
+        # The freshness clock is the wall clock: its reading is ``generatedAt`` too.
+        self._wall_clock = self._memory is not None and self._memory.clock is time.time
         self._tg: anyio.abc.TaskGroup | None = None
         self._entered = False  # from the start of __aenter__ to the end of __aexit__
         self._now: Callable[[], float] = anyio.current_time
@@ -232,6 +260,9 @@ class Aggregator:
         them). Checked on a memo miss only: a name set seen before costs one
         dict lookup.
         """
+        return self._plan(names).sections
+
+    def _plan(self, names: Sequence[str] | None) -> _Plan:
         items = None
         try:
             if names is not None:
@@ -241,23 +272,23 @@ class Aggregator:
             plan = None
         return plan if plan is not None else self._new_plan(names, items)
 
-    def _new_plan(
-        self, names: Sequence[str] | None, items: tuple[object, ...] | None
-    ) -> tuple[Section, ...]:
+    def _new_plan(self, names: Sequence[str] | None, items: tuple[object, ...] | None) -> _Plan:
         """Check ``names`` (read once, as ``items``: it may be an iterator) and plan them."""
         if names is None:
             key = None
-            plan = tuple(self.sections.values())
+            plan = _Plan(tuple(self.sections.values()))
         else:
             key = self._check_names(names, items)
             wanted = set(key)
-            plan = tuple(s for s in self.sections.values() if s.name in wanted)
+            plan = _Plan(tuple(s for s in self.sections.values() if s.name in wanted))
         # A str's characters make a tuple of one-character names, the key a list
         # of one-letter section names would have: such a key is never memoised,
         # so that a str always reaches the check above.
         memoise = key is None or any(len(n) > 1 for n in key)
         if memoise and len(self._plans) < 256:  # distinct subsets are few; bound anyway
             self._plans[key] = plan
+        else:
+            plan.viewable = False  # a plan made afresh each time: its views would be lost
         return plan
 
     def _check_names(self, names: object, items: tuple[object, ...] | None) -> tuple[str, ...]:
@@ -302,13 +333,14 @@ class Aggregator:
         still running then is a ``TIMEOUT_ERROR`` (or its stale value or
         fallback stands in).
         """
-        if self._tg is None:
-            self._task_group()
+        start = self._now()
         if ctx is None:
             ctx = _ANONYMOUS
         elif not isinstance(ctx, RequestContext):
             raise _not_a_context(ctx)
-        # plan(), inlined: this is the warm path.
+        if self._tg is None:
+            self._task_group()
+        # _plan(), inlined: this is the warm path.
         items = None
         try:
             if sections is not None:
@@ -318,25 +350,54 @@ class Aggregator:
             plan = None
         if plan is None:
             plan = self._new_plan(sections, items)
+        memory = self._memory
+        if memory is not None and plan.viewable:
+            # A view of this very page is true while memory holds it (a change
+            # to any of its entries drops it), and fresh until its ``until``: a
+            # page with a stale or expired entry takes the path below.
+            view: WarmPage | None = memory._views.get((plan, ctx.user_id, ctx.params_key))
+            if view is not None:
+                now = memory.clock()
+                if now < view.until:
+                    if not view.touched:
+                        memory._touch(view)
+                    if self._layered is not None:
+                        self._layered.memory_hits += len(view.keys)
+                    self.stats.pages += 1
+                    page = PageResult._from_warm(
+                        view,
+                        now if self._wall_clock else time.time(),
+                        (self._now() - start) * 1000,
+                    )
+                    if self._observer is not None:
+                        self._observe_warm(ctx, page, self._observer)
+                    return page
         if self._observer is not None:
-            return await self._fetch_observed(ctx, plan, self._observer)
-        return await self._fetch(ctx, plan)
+            return await self._fetch_observed(ctx, plan, start, self._observer)
+        return await self._fetch(ctx, plan, start)
+
+    def _observe_warm(self, ctx: RequestContext, page: PageResult, observer: Observer) -> None:
+        """Tell ``observer`` of a page answered from a view, as of any page from the cache."""
+        name = self.keys.page
+        token = observer.page_started(name, ctx)
+        for result in page.results.values():
+            observer.section_finished(None, name, result)
+        observer.page_finished(token, name, page)
 
     async def _fetch_observed(
-        self, ctx: RequestContext, plan: tuple[Section, ...], observer: Observer
+        self, ctx: RequestContext, plan: _Plan, start: float, observer: Observer
     ) -> PageResult:
         token = observer.page_started(self.keys.page, ctx)
         result: PageResult | None = None
         try:
-            result = await self._fetch(ctx, plan)
+            result = await self._fetch(ctx, plan, start)
             return result
         finally:
             if result is not None:
                 observer.page_finished(token, self.keys.page, result)
 
-    async def _fetch(self, ctx: RequestContext, plan: tuple[Section, ...]) -> PageResult:
+    async def _fetch(self, ctx: RequestContext, plan: _Plan, start: float) -> PageResult:
         now = self._now
-        start = now()
         deadline = self._deadline(ctx, start)
         results: dict[str, SectionResult] = {}
         pending = await self._from_cache(plan, ctx, results, start, deadline)
@@ -348,7 +409,7 @@ class Aggregator:
             else:
                 with anyio.CancelScope(deadline=deadline):
                     await self._run_pending(pending, ctx, results, run)
-            if len(results) < len(plan):  # cut short: the deadline, or fail-fast
+            if len(results) < len(plan.names):  # cut short: the deadline, or fail-fast
                 for section, _, old in pending:
                     if section.name not in results:
                         results[section.name] = self._cut_short(section, old, ctx, start, run)
@@ -356,7 +417,7 @@ class Aggregator:
                             self._observer.section_finished(
                                 None, self.keys.page, results[section.name]
                             )
-            results = {s.name: results[s.name] for s in plan}
+            results = {name: results[name] for name in plan.names}
         self.stats.pages += 1
         return PageResult(
             results,
@@ -420,7 +481,7 @@ class Aggregator:
             ctx = _ANONYMOUS
         elif not isinstance(ctx, RequestContext):
             raise _not_a_context(ctx)
-        plan = self.plan(sections)
+        plan = self._plan(sections)
         start = self._now()
         deadline = self._deadline(ctx, start)
         results: dict[str, SectionResult] = {}
@@ -445,9 +506,9 @@ class Aggregator:
             finally:
                 scope.cancel()
         finally:
-            if observer is not None and len(results) == len(plan):
+            if observer is not None and len(results) == len(plan.names):
                 page = PageResult(
-                    {s.name: results[s.name] for s in plan},
+                    {name: results[name] for name in plan.names},
                     version=self.keys.version,
                     generated_at=time.time(),
                     total_ms=(self._now() - start) * 1000,
@@ -530,19 +591,18 @@ class Aggregator:
             return ctx
         return attrs.evolve(ctx, deadline=deadline)
 
-    def _keys_for(self, plan: tuple[Section, ...], ctx: RequestContext) -> list[str | None]:
+    def _keys_for(self, plan: _Plan, ctx: RequestContext) -> list[str | None]:
         """Each planned section's cache key (``None`` if not cached), memoised."""
-        # The plan's names, not its identity: an uncached plan's id may be reused.
+        # The plan's names, not its identity: an unmemoised plan's id may be reused.
         # The params by their key token: typed, and bounded in size.
         user = ctx.user_id
-        memo_key = (tuple(s.name for s in plan), user, ctx.params_key)
+        memo_key = (plan.names, user, ctx.params_key)
         keys = self._key_memo.get(memo_key)
         if keys is not None:
             return keys
         key = self.keys.key
-        built = [None if s.cache is None else key(s, ctx) for s in plan]
-        custom = any(s.cache is not None and not isinstance(s.scope, Scope) for s in plan)
-        if not custom and (user is None or len(user) <= _MEMO_MAX_USER):
+        built = [None if s.cache is None else key(s, ctx) for s in plan.sections]
+        if not plan.custom and (user is None or len(user) <= _MEMO_MAX_USER):
             if len(self._key_memo) >= 4096:
                 self._key_memo.clear()
             self._key_memo[memo_key] = built
@@ -550,7 +610,7 @@ class Aggregator:
 
     async def _from_cache(
         self,
-        plan: tuple[Section, ...],
+        plan: _Plan,
         ctx: RequestContext,
         results: dict[str, SectionResult],
         start: float,
@@ -559,20 +619,22 @@ class Aggregator:
         """Fill ``results`` from the cache, in plan order; return what must be fetched.
 
         This is the warm path: no task, no decoding, one cache call, within
-        the page deadline.
+        the page deadline. A page found fresh in memory from end to end is
+        kept there as a view, for the next request to read in one lookup.
         """
         keys = self._keys_for(plan, ctx)
         lookup = [k for k in keys if k is not None]
+        found: list[Entry | None] = []
         if lookup:
             budget = None if deadline == math.inf else deadline - start
-            entries = iter(await self.cache.get_many(lookup, budget=budget))
-        else:
-            entries = iter(())
+            found = await self.cache.get_many(lookup, budget=budget)
+        entries = iter(found)
         now = self.cache.clock()
         lookup_ms = (self._now() - start) * 1000
         decode = self.serializer.loads
         pending: list[tuple[Section, str | None, Entry | None]] = []
-        for section, key in zip(plan, keys, strict=True):
+        fresh_until = math.inf
+        for section, key in zip(plan.sections, keys, strict=True):
             if key is None:
                 pending.append((section, None, None))
                 continue
@@ -582,8 +644,10 @@ class Aggregator:
                 continue
             if now < entry.fresh_until:
                 status = CacheStatus.HIT
+                fresh_until = min(fresh_until, entry.fresh_until)
             else:
                 status = CacheStatus.STALE
+                fresh_until = -math.inf
                 self._filler.schedule_refresh(self._task_group(), section, key, ctx)
             results[section.name] = SectionResult(
                 section.name, entry.payload, status, lookup_ms, None, False, decode
@@ -591,7 +655,38 @@ class Aggregator:
         if self._observer is not None:
             for result in results.values():
                 self._observer.section_finished(None, self.keys.page, result)
+        if not pending and now < fresh_until and plan.viewable:
+            self._keep_view(plan, ctx, tuple(lookup), found, fresh_until)
         return pending
+
+    def _keep_view(
+        self,
+        plan: _Plan,
+        ctx: RequestContext,
+        keys: tuple[str, ...],
+        entries: list[Entry | None],
+        fresh_until: float,
+    ) -> None:
+        """Keep this all-HIT page in memory as a view, if memory holds its entries as read."""
+        memory = self._memory
+        user = ctx.user_id
+        if memory is None or (user is not None and len(user) > _MEMO_MAX_USER):
+            return
+        view = WarmPage(
+            keys,
+            plan.names,
+            tuple(e.payload for e in entries if e is not None),
+            version=self.keys.version,
+            required=self._required,
+            decode=self.serializer.loads,
+            until=fresh_until,
+        )
+        # Entries that came from Redis and were not kept in memory (an
+        # invalidation overtook the read) make no view: memory must hold them.
+        # The slot names this aggregator (plans are its own), the user and the parameters.
+        leaves = memory._keep_view((plan, user, ctx.params_key), view, entries)
+        if leaves is not None:
+            view.until = min(fresh_until, leaves)
 
     async def _resolve(
         self,

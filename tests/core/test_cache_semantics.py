@@ -345,12 +345,13 @@ def test_memory_cache_is_bounded_by_entries(fake_clock: FakeClock) -> None:
 
 def test_memory_cache_is_bounded_by_bytes(fake_clock: FakeClock) -> None:
     """With max_bytes, big payloads push out old ones; one too big is not kept."""
-    cache = MemoryCache(max_bytes=1000, clock=fake_clock)
+    cache = MemoryCache(max_bytes=2000, clock=fake_clock)
     big = Entry(b"x" * 500, stored_at=0, fresh_until=1e9, stale_until=1e9, error_until=1e9)
     cache.put("a", big)
     cache.put("b", big)
     assert len(cache) == 1
-    assert cache.size_bytes <= 1000
+    assert cache.get("b") is big
+    assert cache.size_bytes == 500 + len("b") + 600 <= 2000
     cache.put("huge", Entry(b"x" * 5000, stored_at=0, fresh_until=1, stale_until=1, error_until=1))
     assert cache.get("huge") is None
 
@@ -449,7 +450,7 @@ def test_entries_too_big_for_memory_are_counted_each_and_logged_once(
     assert len(cache) == 0
     warnings = [r.getMessage() for r in caplog.records if r.name == "batchpage.memory"]
     assert warnings == [
-        "an entry of 1100 bytes (900 of payload) is bigger than the memory cache "
+        "an entry of 1501 bytes (900 of payload) is bigger than the memory cache "
         "(max_bytes=1000): not cached; counted in MemoryCache.too_big"
     ]
 
@@ -471,7 +472,7 @@ def test_an_entry_too_big_drops_the_older_value_of_its_key(fake_clock: FakeClock
         (
             {"max_bytes": 100},
             ValueError,
-            r"max_bytes must be at least 200 \(each entry's overhead\)",
+            r"max_bytes must be at least 600 \(each entry's overhead\)",
         ),
         ({"clock": 5.0}, TypeError, r"clock must be a callable \(\) -> seconds, not 5.0"),
     ],
