@@ -35,7 +35,7 @@ from ._layered import LayeredCache, LayeredCacheStats
 from ._loop import running_loop
 from ._memory import MemoryCache
 from ._observer import Observer, Observers
-from ._result import NULL, CacheStatus, PageResult, SectionResult, WarmPage
+from ._result import NULL, CacheStatus, PageResult, SectionResult, WarmPage, page_from_view
 from ._scope import Scope
 from ._section import Section
 from ._serializer import JsonSerializer, Serializer, encode_failure
@@ -355,7 +355,10 @@ class Aggregator:
             # A view of this very page is true while memory holds it (a change
             # to any of its entries drops it), and fresh until its ``until``: a
             # page with a stale or expired entry takes the path below.
-            view: WarmPage | None = memory._views.get((plan, ctx.user_id, ctx.params_key))
+            params = ctx._params_key  # ctx.params_key, without the property's call
+            if params is None:
+                params = ctx.params_key
+            view: WarmPage | None = memory._views.get((plan, ctx.user_id, params))
             if view is not None:
                 now = memory.clock()
                 if now < view.until:
@@ -364,7 +367,7 @@ class Aggregator:
                     if self._layered is not None:
                         self._layered.memory_hits += len(view.keys)
                     self.stats.pages += 1
-                    page = PageResult._from_warm(
+                    page = page_from_view(
                         view,
                         now if self._wall_clock else time.time(),
                         (self._now() - start) * 1000,
