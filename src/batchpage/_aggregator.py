@@ -47,6 +47,8 @@ logger = logging.getLogger("batchpage")
 _ANONYMOUS = RequestContext()
 # Longer user ids are not memoised: the memo stays small whatever ids come in.
 _MEMO_MAX_USER = 128
+# Pages whose keys are memoised (per page, user and parameters); then the memo starts over.
+_KEY_MEMO_SIZE = 1024
 
 
 class _Plan:
@@ -606,7 +608,7 @@ class Aggregator:
         key = self.keys.key
         built = [None if s.cache is None else key(s, ctx) for s in plan.sections]
         if not plan.custom and (user is None or len(user) <= _MEMO_MAX_USER):
-            if len(self._key_memo) >= 4096:
+            if len(self._key_memo) >= _KEY_MEMO_SIZE:
                 self._key_memo.clear()
             self._key_memo[memo_key] = built
         return built

@@ -53,10 +53,10 @@ def _drive(
     coro: Coroutine[Any, Any, T], context: contextvars.Context, yielded: Any
 ) -> Generator[Any, Any, T]:
     # A plain generator, as ``__await__`` must return (an iterator, not a
-    # coroutine). Between the event loop and the coroutine: what the coroutine yields goes
-    # to the loop as this task's own, and what the loop sends or throws in
-    # (a result, a cancellation) goes to the coroutine. On asyncio and trio
-    # alike, since both drive a task with send() and throw() only.
+    # coroutine). Between the event loop and the coroutine: what the
+    # coroutine yields goes to the loop as this task's own, and what the loop
+    # sends or throws in (a result, a cancellation) goes to the coroutine. On
+    # asyncio and trio alike, since both drive a task with send() and throw().
     send = coro.send
     throw = coro.throw
     run = context.run
@@ -74,6 +74,46 @@ def _drive(
         else:
             try:
                 yielded = run(send, sent)
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]
+
+
+class Waiting:
+    """A coroutine that waits after its first step, run in this very task and context.
+
+    For a caller that runs the first step itself, in its own context (the
+    executor, around a source, so that the source's timeout is armed only if
+    the source waits): ``await Waiting(coro, yielded)`` finishes it.
+    """
+
+    __slots__ = ("_coro", "_yielded")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], yielded: Any) -> None:
+        self._coro = coro
+        self._yielded = yielded
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        return _drive_here(self._coro, self._yielded)
+
+
+def _drive_here(coro: Coroutine[Any, Any, T], yielded: Any) -> Generator[Any, Any, T]:
+    # _drive, in the caller's own context.
+    send = coro.send
+    throw = coro.throw
+    while True:
+        try:
+            sent = yield yielded
+        except GeneratorExit:
+            coro.close()
+            raise
+        except BaseException as exc:
+            try:
+                yielded = throw(exc)
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]
+        else:
+            try:
+                yielded = send(sent)
             except StopIteration as stop:
                 return stop.value  # type: ignore[no-any-return]
 

@@ -12,6 +12,7 @@ import logging
 import math
 import threading
 from collections.abc import Awaitable, Callable
+from types import CoroutineType
 from typing import Any
 
 import anyio
@@ -19,6 +20,7 @@ import attrs
 
 from ._breaker import CircuitBreaker
 from ._context import RequestContext
+from ._eager import Waiting
 from ._errors import ErrorCode, SectionError
 from ._loop import running_loop, same_loop
 from ._section import Section
@@ -203,7 +205,13 @@ class Executor:
             message = f"source not called: {stuck} worker threads still stuck"
             return Attempt(None, SectionError(name, ErrorCode.TIMEOUT_ERROR, message), 0.0)
         timeout = start + section.timeout
-        scope = self._scope(deadline=timeout if timeout < deadline else deadline)
+        limit = timeout if timeout < deadline else deadline
+        # The source's timeout counts from ``start``, but the scope's deadline
+        # is armed only once the source (or the wait for a slot) first waits:
+        # cancellation can reach a task only where it waits, so a source that
+        # answers in its first step is not cut either way, and it costs no
+        # timer (on asyncio, a handle left in the loop's heap until it is due).
+        scope = self._scope()
         # The slot is borrowed by this call, not by the task: a task may make
         # several calls in turn (a page's sections started eagerly), or a
         # source may fetch another page through the same executor.
@@ -216,12 +224,25 @@ class Executor:
                 try:
                     limiter.acquire_on_behalf_of_nowait(borrower)
                 except anyio.WouldBlock:
+                    scope.deadline = limit
                     await limiter.acquire_on_behalf_of(borrower)
                 try:
-                    if is_async:
-                        value = await section.source(ctx)
-                    else:
+                    if not is_async:
+                        scope.deadline = limit
                         value = await self._invoke(section, ctx, abandoned)
+                    else:
+                        coro = section.source(ctx)
+                        if type(coro) is not CoroutineType:  # an awaitable of another kind
+                            scope.deadline = limit
+                            value = await coro
+                        else:
+                            try:
+                                yielded = coro.send(None)
+                            except StopIteration as done:
+                                value = done.value
+                            else:
+                                scope.deadline = limit
+                                value = await Waiting(coro, yielded)
                 finally:
                     limiter.release_on_behalf_of(borrower)
                 verdict = True
