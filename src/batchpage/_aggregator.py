@@ -410,10 +410,11 @@ class Aggregator:
             ctx = self._with_deadline(ctx, deadline)
             run = _Run(self.fail_fast)
             if deadline == math.inf:
-                await self._run_pending(pending, ctx, results, run)
+                await self._run_pending(pending, ctx, results, run, None, deadline)
             else:
-                with anyio.CancelScope(deadline=deadline):
-                    await self._run_pending(pending, ctx, results, run)
+                # The page deadline, armed when a section first waits (no timer otherwise).
+                with anyio.CancelScope() as scope:
+                    await self._run_pending(pending, ctx, results, run, scope, deadline)
             if len(results) < len(plan.names):  # cut short: the deadline, or fail-fast
                 for section, _, old in pending:
                     if section.name not in results:
@@ -438,6 +439,8 @@ class Aggregator:
         ctx: RequestContext,
         results: dict[str, SectionResult],
         run: _Run,
+        page: anyio.CancelScope | None,
+        deadline: float,
     ) -> None:
         """Resolve every pending section concurrently; a task only for those that wait.
 
@@ -447,7 +450,8 @@ class Aggregator:
         it get a task each, as they always did. So the sources still run
         concurrently, each under its own timeout (the executor's scope, which
         the section enters in its own first step) and the page's deadline
-        (the caller's scope, around all of this).
+        (the caller's scope ``page``, around all of this, armed with
+        ``deadline`` when the first section waits: nothing could be cut before).
         """
         resolve = self._resolve
         held: Started | None = None
@@ -455,6 +459,8 @@ class Aggregator:
             section, key, old = pending[0]
             held = start_eagerly(resolve(section, key, old, ctx, results, run))
             if held is not None:
+                if page is not None:
+                    page.deadline = deadline
                 await held
             return
         async with anyio.create_task_group() as tg:
@@ -465,6 +471,8 @@ class Aggregator:
                         tg.start_soon(resolve, section, key, old, ctx, results, run)
                     elif run.failed is None:  # fail-fast: the rest are cut short
                         held = start_eagerly(resolve(section, key, old, ctx, results, run))
+                        if held is not None and page is not None:
+                            page.deadline = deadline
             except BaseException:
                 if held is not None:
                     held.close()
