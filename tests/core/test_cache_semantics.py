@@ -3,12 +3,15 @@ stale-if-error, scopes, keys and invalidation. One behaviour per test."""
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
 from typing import Any
 
 import anyio
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import batchpage
 from batchpage import (
@@ -21,7 +24,7 @@ from batchpage import (
     Scope,
     Section,
 )
-from batchpage.extend import Entry
+from batchpage.extend import Entry, check_json
 from helpers import FakeClock, run_on_mock_clock
 
 pytestmark = pytest.mark.anyio
@@ -329,6 +332,49 @@ def test_entry_bytes_round_trip_and_garbage_is_rejected() -> None:
     for garbage in (b"", b"\x80\x04\x95", b"bp1 1 2\n{}", b"bp1 a b c d\n{}", b"bp1 1 5 3 4\nx"):
         with pytest.raises(ValueError):  # noqa: PT011 - any ValueError
             Entry.loads(garbage)
+
+
+def _stdlib_accepts(payload: bytes) -> bool:
+    def refuse(name: str) -> object:
+        raise ValueError(name)
+
+    try:
+        json.JSONDecoder(parse_constant=refuse).decode(payload.decode("utf-8"))
+    except (ValueError, RecursionError):
+        return False
+    return True
+
+
+def _accepts(payload: bytes) -> bool:
+    try:
+        check_json(payload)
+    except (ValueError, RecursionError):
+        return False
+    return True
+
+
+json_texts = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=3), children, max_size=3)
+    ),
+    max_leaves=8,
+).map(lambda v: json.dumps(v).encode())
+# Valid JSON, JSON cut or spliced, and bytes of any kind.
+payloads = (
+    json_texts
+    | st.tuples(json_texts, st.integers(0, 40)).map(lambda t: t[0][: t[1]])
+    | st.tuples(json_texts, st.binary(max_size=4), json_texts).map(b"".join)
+    | st.binary(max_size=40)
+    | st.sampled_from([b"1e999", b'"\\ud800"', b"[" * 300 + b"]" * 300, b"NaN", b" 1 "])
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(payloads)
+def test_stored_payloads_are_accepted_exactly_when_json_accepts_them(payload: bytes) -> None:
+    """Whichever parser reads first (orjson when installed), the verdict is json's own."""
+    assert _accepts(payload) == _stdlib_accepts(payload)
 
 
 def test_memory_cache_is_bounded_by_entries(fake_clock: FakeClock) -> None:
