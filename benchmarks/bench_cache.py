@@ -12,13 +12,16 @@ batchpage's page (``await page()`` in a loop), in interleaved batches.
 
 from __future__ import annotations
 
+import gc
 import json
 import time
+import tracemalloc
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 from aiocache import Cache as AioCache
 from bson import Decimal128, ObjectId
 from cashews import Cache as CashewsCache
@@ -30,6 +33,7 @@ from batchpage import (
     MemoryCache,
     OrjsonSerializer,
     RequestContext,
+    Scope,
     Section,
 )
 from batchpage.extend import Serializer
@@ -120,6 +124,81 @@ def _floor(agg: Aggregator, sections: list[Section]) -> Callable[[], Awaitable[b
         return b"".join([h0, p0, h1, p1, h2, p2, h3, p3, h4, p4, h5, p5, end])
 
     return floor
+
+
+#: What the structures around the cache may hold, whatever the number of users:
+#: the key memo (1,024 pages' keys), the views (256 pages) and dict tables
+#: (``tests/core/test_memory_bound.py`` holds the same bound).
+FIXED_OVERHEAD = 1_500_000
+
+
+async def _many_users(quick: bool) -> list[Row]:
+    """Distinct signed-in users, each with a personal cached section, over a bounded memory.
+
+    Every allocation is traced (tracemalloc) from the first user on: the
+    peak of what the process holds beyond where it started is compared with
+    the cache's ``max_bytes`` plus the fixed overhead of the structures
+    around it, and those structures are counted at the end.
+    """
+    users = 20_000 if quick else 100_000
+    max_bytes = 1_000_000
+    cache = MemoryCache(max_entries=100_000, max_bytes=max_bytes)
+
+    async def recommended(ctx: RequestContext) -> Any:
+        return [{"id": f"p-{ctx.user_id}-{i}", "name": "a lamp", "price": 19.9} for i in range(3)]
+
+    sections = [
+        Section(name="featured", source=_source(SECTION_NAMES[0]), cache=CachePolicy(fresh=3600)),
+        Section(
+            name="recommended", source=recommended, cache=CachePolicy(fresh=3600), scope=Scope.USER
+        ),
+    ]
+    async with Aggregator(sections, page="users", cache=cache) as agg:
+        await agg.fetch(RequestContext(user_id="warm-up"))
+        gc.collect()
+        tracemalloc.start()
+        try:
+            base = tracemalloc.get_traced_memory()[0]
+            start = time.perf_counter()
+            for i in range(users):
+                ctx = RequestContext(user_id=f"user-{i:06d}", params={"limit": 10})
+                page = await agg.fetch(ctx)
+                assert page.errors == [], page.to_dict()
+                if i % 10 == 0:
+                    await agg.fetch(ctx)  # one user in ten comes back: a warm page (a view)
+                if i % 100 == 0:
+                    await anyio.lowlevel.checkpoint()  # a server's loop turns between requests
+            elapsed = time.perf_counter() - start
+            peak = tracemalloc.get_traced_memory()[1] - base
+        finally:
+            tracemalloc.stop()
+        per_key = {
+            "key memo": len(agg._key_memo),
+            "views": len(cache._views),
+            "single-flight": len(agg._filler._flights),
+            "invalidation log": len(cache.invalidations._recent),
+            "breakers": len(agg._breakers),
+        }
+        held, entries = cache.size_bytes, len(cache)
+    structures = ", ".join(f"{name} {n}" for name, n in per_key.items())
+    return [
+        Row(
+            f"{users:,} signed-in users: bytes the memory cache counts / max_bytes",
+            held / max_bytes,
+            at_most(1, f"{entries} entries kept, max_bytes {max_bytes:,}"),
+        ),
+        Row(
+            f"{users:,} signed-in users: peak traced memory / (max_bytes + fixed overhead)",
+            peak / (max_bytes + FIXED_OVERHEAD),
+            at_most(1, f"peak {peak / 1e6:.2f} MB; fixed overhead {FIXED_OVERHEAD / 1e6:.1f} MB"),
+        ),
+        Row(
+            f"{users:,} signed-in users: per-key structures at the end",
+            sum(per_key.values()),
+            info(f"{structures}; {elapsed / users * 1e6:.0f} us per user, traced"),
+            unit="",
+        ),
+    ]
 
 
 def _source(name: str) -> Any:
@@ -256,6 +335,7 @@ async def run(quick: bool) -> list[Row]:
 
     stampede = await _stampede(concurrent=1000)
     serializers = await _serializers(quick)
+    many_users = await _many_users(quick)
 
     return [
         *stampede,
@@ -289,4 +369,5 @@ async def run(quick: bool) -> list[Row]:
             "warm page (memory): batchpage per page", t_ours * 1e6, info("microseconds"), unit="us"
         ),
         *serializers,
+        *many_users,
     ]
