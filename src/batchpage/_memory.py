@@ -28,6 +28,8 @@ _OVERHEAD = 600
 
 # Views kept at once (see ``MemoryCache._keep_view``): past this many, all go.
 _MAX_VIEWS = 256
+# Bytes the views may keep of their own (a page's last body), all together.
+_VIEW_BODY_BYTES = 1 << 20
 
 
 class _Item:
@@ -93,6 +95,7 @@ class MemoryCache:
         # those views, and only those.
         self._views: dict[Hashable, Any] = {}
         self._viewing: dict[str, list[View]] = {}
+        self._body_bytes = 0  # what the views keep of their own
         # Views read since their reads were last applied to the LRU order.
         self._touched: list[View] = []
 
@@ -212,13 +215,14 @@ class MemoryCache:
         views = self._views
         if len(views) >= _MAX_VIEWS:
             for dropped in views.values():
-                dropped.slot = None
+                self._drop_view(dropped)
             views.clear()
             self._viewing.clear()
         replaced = views.get(slot)
         if replaced is not None:
-            replaced.slot = None
+            self._drop_view(replaced)
         view.slot = slot
+        view.cache = self
         views[slot] = view
         viewing = self._viewing
         for k in view.keys:
@@ -235,9 +239,28 @@ class MemoryCache:
         for view in self._viewing.pop(key, ()):
             slot = view.slot
             if slot is not None:
-                view.slot = None
                 if views.get(slot) is view:
                     del views[slot]
+                self._drop_view(view)
+
+    def _drop_view(self, view: View) -> None:
+        view.slot = None
+        view.cache = None
+        self._body_bytes -= view.body_size
+        view.body_size = 0
+        view.release()
+
+    def _keep_body(self, view: View, size: int) -> bool:
+        """Whether ``view``, still kept here, may keep ``size`` bytes of its own (in place
+        of what it kept before): all views together keep at most ``_VIEW_BODY_BYTES``."""
+        if view.cache is not self:
+            return False
+        total = self._body_bytes - view.body_size + size
+        if total > _VIEW_BODY_BYTES:
+            return False
+        self._body_bytes = total
+        view.body_size = size
+        return True
 
     def _touch(self, view: View) -> None:
         """Count a read of ``view`` in its keys' recency, as of the next read or write here.

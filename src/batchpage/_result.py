@@ -145,14 +145,18 @@ def _ms(ms: float) -> str:
     return f"{ms:.1f}"
 
 
+_NO_BODY: tuple[int, str, str, bytes] = (-1, "", "", b"")
+
+
 class WarmPage(View):
     """A page whose every section is a fresh entry in memory, built once and served many times.
 
     It holds the entries' bytes and the fixed parts of the page's JSON; what
     changes per request (the lookup's time, ``generatedAt``, ``totalMs``) is
-    filled in by :meth:`to_json`, which keeps the last body it wrote: a hot
-    page asked for many times a second is written once per second and per
-    distinct timing. A :class:`MemoryCache` keeps it while none of its
+    filled in by :meth:`to_json`, which keeps the last body it wrote (within
+    the memory cache's budget for such bodies, 1 MiB for all its views): a
+    hot page asked for many times a second is written once per second and
+    per distinct timing. A :class:`MemoryCache` keeps it while none of its
     entries changes; ``until`` is when the first of them stops being fresh
     or leaves memory, after which the aggregator reads them again.
     """
@@ -204,7 +208,7 @@ class WarmPage(View):
         self._timings = timings
         # The last body written, and what it was written for: the second of
         # ``generatedAt`` and the two timings' texts.
-        self._last: tuple[int, str, str, bytes] = (-1, "", "", b"")
+        self._last: tuple[int, str, str, bytes] = _NO_BODY
 
     def results(self, elapsed_ms: float) -> dict[str, SectionResult]:
         """The page's :class:`SectionResult` objects, every one a HIT read in ``elapsed_ms``."""
@@ -226,8 +230,14 @@ class WarmPage(View):
             return last[3]
         tail = f"{_iso_utc(generated_at)}{elapsed.join(self._timings)}{total}}}}}"
         body = b"".join([*self._parts, tail.encode()])
-        self._last = (second, elapsed, total, body)
+        cache = self.cache
+        if cache is not None and cache._keep_body(self, len(body)):
+            self._last = (second, elapsed, total, body)
         return body
+
+    def release(self) -> None:
+        """Dropped by the memory cache: the last body goes (a page still held rebuilds it)."""
+        self._last = _NO_BODY
 
 
 class PageResult:

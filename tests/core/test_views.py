@@ -331,3 +331,29 @@ async def test_views_are_bounded_and_so_is_what_they_hold(fake_clock: FakeClock)
     assert 0 < len(memory._views) <= 256
     assert len(memory._viewing) <= 2 * 256
     assert len(memory._touched) <= 256
+
+
+async def test_the_bodies_views_keep_stay_within_their_budget(fake_clock: FakeClock) -> None:
+    """Pages of 20 KB for many users: the last bodies kept all together stay under 1 MiB."""
+    big = "x" * 20_000
+
+    async def large(ctx: RequestContext) -> str:
+        return big
+
+    sections = [Section(name="large", source=large, cache=POLICY, scope=Scope.USER)]
+    memory = MemoryCache(max_entries=10_000, clock=fake_clock)
+    async with Aggregator(sections, page="views", cache=memory) as agg:
+        for i in range(200):
+            ctx = RequestContext(user_id=f"user-{i}")
+            for _ in range(3):
+                body = (await agg.fetch(ctx)).to_json()
+            assert len(body) > 20_000
+        views = list(memory._views.values())
+        kept = sum(v.body_size for v in views)
+        assert kept == memory._body_bytes <= 1 << 20
+        assert sum(1 for v in views if v.body_size) < len(views)  # the budget did bind
+        # A dropped view lets go of its body, and of its share of the budget.
+        await agg.invalidate("large")
+    assert memory._views == {}
+    assert memory._body_bytes == 0
+    assert all(v.body_size == 0 and v._last[3] == b"" for v in views)
