@@ -720,7 +720,11 @@ class Aggregator:
         start = self._now()
         try:
             if key is None:
-                attempt = await self._filler.call(section, ctx)
+                # The executor itself, not through the filler: one frame less for
+                # every step of the source (the filler's call adds nothing here).
+                attempt = await self.executor.call(
+                    section, ctx, breaker=self._breakers.get(section.name), deadline=ctx.deadline
+                )
                 payload = self._filler.encode(section, attempt) if attempt.ok else None
                 status = CacheStatus.BYPASS
             else:
