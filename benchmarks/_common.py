@@ -86,6 +86,28 @@ async def median_time(fn: Callable[[], Awaitable[object]], *, repeat: int, inner
     return statistics.median(samples)
 
 
+async def interleaved(
+    *fns: Callable[[], Awaitable[object]], repeat: int, inner: int = 1
+) -> list[float]:
+    """Median seconds per call of each of ``fns``, their batches interleaved.
+
+    Batch ``r`` runs the contenders in turn, in an order that rotates with
+    ``r`` (ABBA... for two): a load that comes and goes on a shared machine
+    falls on every contender alike, instead of on whichever ran during it.
+    """
+    samples: list[list[float]] = [[] for _ in fns]
+    for r in range(repeat):
+        order = list(enumerate(fns))
+        if r % 2:
+            order.reverse()
+        for index, fn in order:
+            start = time.perf_counter()
+            for _ in range(inner):
+                await fn()
+            samples[index].append((time.perf_counter() - start) / inner)
+    return [statistics.median(s) for s in samples]
+
+
 def sync_median_time(fn: Callable[[], object], *, repeat: int, inner: int = 1) -> float:
     samples = []
     for _ in range(repeat):

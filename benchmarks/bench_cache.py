@@ -1,17 +1,27 @@
-"""A warm page from memory: batchpage against a dict baseline, cashews and aiocache.
+"""A warm page from memory: batchpage against its floor, a dict baseline, cashews and aiocache.
 
 Every contender serves the same page (six sections of ten documents) from an
 in-process cache that already holds every value, and produces the JSON body.
+
+The floor is the least any server can do for that page: join the six byte
+strings the memory cache holds for it, framed as the page body frames them
+(``{"sections":{"name":<bytes>,...}}``), with nothing else: no lookup, no
+freshness check, no metadata. It runs through the same async call as
+batchpage's page (``await page()`` in a loop), in interleaved batches.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import time
+import tracemalloc
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 from aiocache import Cache as AioCache
 from bson import Decimal128, ObjectId
 from cashews import Cache as CashewsCache
@@ -20,13 +30,24 @@ from batchpage import (
     Aggregator,
     CachePolicy,
     JsonSerializer,
+    MemoryCache,
     OrjsonSerializer,
     RequestContext,
+    Scope,
     Section,
 )
 from batchpage.extend import Serializer
 
-from ._common import Row, at_least, at_most, exactly, info, median_time, sync_median_time
+from ._common import (
+    Row,
+    at_least,
+    at_most,
+    exactly,
+    info,
+    interleaved,
+    median_time,
+    sync_median_time,
+)
 from ._payloads import SECTION_NAMES, VALUES
 
 CTX = RequestContext(params={"limit": 10})
@@ -79,6 +100,104 @@ async def _stampede(*, concurrent: int) -> list[Row]:
             f"stampede: {concurrent} concurrent cold pages / one cold page (time)",
             many / one,
             info("the sources take 50 ms"),
+        ),
+    ]
+
+
+def _floor(agg: Aggregator, sections: list[Section]) -> Callable[[], Awaitable[bytes]]:
+    """The page's floor: its six stored byte strings, as memory holds them, joined as framed."""
+    memory = agg.cache
+    assert isinstance(memory, MemoryCache)
+    stored = []
+    for section in sections:
+        entry = memory.get(agg.key_for(section, CTX))
+        assert entry is not None
+        stored.append(entry.payload)
+    p0, p1, p2, p3, p4, p5 = stored
+    h0, h1, h2, h3, h4, h5 = (
+        (b'{"sections":{' if i == 0 else b",") + f'"{s.name}":'.encode()
+        for i, s in enumerate(sections)
+    )
+    end = b"}}"
+
+    async def floor() -> bytes:
+        return b"".join([h0, p0, h1, p1, h2, p2, h3, p3, h4, p4, h5, p5, end])
+
+    return floor
+
+
+#: What the structures around the cache may hold, whatever the number of users:
+#: the key memo (1,024 pages' keys, about 0.5 MB), the views (256 pages, about
+#: 0.3 MB, and the bodies they keep: 1 MiB at most) and the dicts' tables
+#: (``tests/core/test_memory_bound.py`` holds the same bound).
+FIXED_OVERHEAD = 2_500_000
+
+
+async def _many_users(quick: bool) -> list[Row]:
+    """Distinct signed-in users, each with a personal cached section, over a bounded memory.
+
+    Every allocation is traced (tracemalloc) from the first user on: the
+    peak of what the process holds beyond where it started is compared with
+    the cache's ``max_bytes`` plus the fixed overhead of the structures
+    around it, and those structures are counted at the end.
+    """
+    users = 20_000 if quick else 100_000
+    max_bytes = 1_000_000
+    cache = MemoryCache(max_entries=100_000, max_bytes=max_bytes)
+
+    async def recommended(ctx: RequestContext) -> Any:
+        return [{"id": f"p-{ctx.user_id}-{i}", "name": "a lamp", "price": 19.9} for i in range(3)]
+
+    sections = [
+        Section(name="featured", source=_source(SECTION_NAMES[0]), cache=CachePolicy(fresh=3600)),
+        Section(
+            name="recommended", source=recommended, cache=CachePolicy(fresh=3600), scope=Scope.USER
+        ),
+    ]
+    async with Aggregator(sections, page="users", cache=cache) as agg:
+        await agg.fetch(RequestContext(user_id="warm-up"))
+        gc.collect()
+        tracemalloc.start()
+        try:
+            base = tracemalloc.get_traced_memory()[0]
+            start = time.perf_counter()
+            for i in range(users):
+                ctx = RequestContext(user_id=f"user-{i:06d}", params={"limit": 10})
+                page = await agg.fetch(ctx)
+                assert page.errors == [], page.to_dict()
+                if i % 10 == 0:
+                    await agg.fetch(ctx)  # one user in ten comes back: a warm page (a view)
+                if i % 100 == 0:
+                    await anyio.lowlevel.checkpoint()  # a server's loop turns between requests
+            elapsed = time.perf_counter() - start
+            peak = tracemalloc.get_traced_memory()[1] - base
+        finally:
+            tracemalloc.stop()
+        per_key = {
+            "key memo": len(agg._key_memo),
+            "views": len(cache._views),
+            "single-flight": len(agg._filler._flights),
+            "invalidation log": len(cache.invalidations._recent),
+            "breakers": len(agg._breakers),
+        }
+        held, entries = cache.size_bytes, len(cache)
+    structures = ", ".join(f"{name} {n}" for name, n in per_key.items())
+    return [
+        Row(
+            f"{users:,} signed-in users: bytes the memory cache counts / max_bytes",
+            held / max_bytes,
+            at_most(1, f"{entries} entries kept, max_bytes {max_bytes:,}"),
+        ),
+        Row(
+            f"{users:,} signed-in users: peak traced memory / (max_bytes + fixed overhead)",
+            peak / (max_bytes + FIXED_OVERHEAD),
+            at_most(1, f"peak {peak / 1e6:.2f} MB; fixed overhead {FIXED_OVERHEAD / 1e6:.1f} MB"),
+        ),
+        Row(
+            f"{users:,} signed-in users: per-key structures at the end",
+            sum(per_key.values()),
+            info(f"{structures}; {elapsed / users * 1e6:.0f} us per user, traced"),
+            unit="",
         ),
     ]
 
@@ -181,7 +300,9 @@ async def run(quick: bool) -> list[Row]:
             return (await agg.fetch(CTX)).to_json()
 
         assert json.loads(await ours())["metadata"]["cache"] == dict.fromkeys(SECTION_NAMES, "HIT")
-        t_ours = await median_time(ours, repeat=repeat, inner=inner)
+        floor = _floor(agg, sections)
+        assert json.loads(await floor())["sections"] == json.loads(await ours())["sections"]
+        t_ours, t_floor = await interleaved(ours, floor, repeat=2 * repeat, inner=inner // 2)
 
     store = dict(zip(KEYS, VALUES.values(), strict=True))
 
@@ -215,9 +336,21 @@ async def run(quick: bool) -> list[Row]:
 
     stampede = await _stampede(concurrent=1000)
     serializers = await _serializers(quick)
+    many_users = await _many_users(quick)
 
     return [
         *stampede,
+        Row(
+            "warm page (memory): batchpage / floor (join the six stored byte strings)",
+            t_ours / t_floor,
+            at_most(3, "same async call; the floor does no lookup and no metadata"),
+        ),
+        Row(
+            "warm page (memory): the floor per page",
+            t_floor * 1e6,
+            info("microseconds"),
+            unit="us",
+        ),
         Row(
             "warm page (memory): batchpage / (six dict reads + json.dumps)",
             t_ours / t_base,
@@ -237,4 +370,5 @@ async def run(quick: bool) -> list[Row]:
             "warm page (memory): batchpage per page", t_ours * 1e6, info("microseconds"), unit="us"
         ),
         *serializers,
+        *many_users,
     ]

@@ -18,6 +18,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 from ._breaker import BreakerState, CircuitBreaker
 from ._cache import Cache
 from ._context import RequestContext
+from ._eager import Started, start_eagerly
 from ._entry import Entry
 from ._errors import (
     AggregatorNotRunning,
@@ -30,10 +31,11 @@ from ._errors import (
 from ._executor import Attempt, Executor, timeout_error
 from ._filler import CacheFiller
 from ._keys import KeyBuilder, check_part
+from ._layered import LayeredCache, LayeredCacheStats
 from ._loop import running_loop
 from ._memory import MemoryCache
 from ._observer import Observer, Observers
-from ._result import NULL, CacheStatus, PageResult, SectionResult
+from ._result import NULL, CacheStatus, PageResult, SectionResult, WarmPage, page_from_view
 from ._scope import Scope
 from ._section import Section
 from ._serializer import JsonSerializer, Serializer, encode_failure
@@ -45,6 +47,23 @@ logger = logging.getLogger("batchpage")
 _ANONYMOUS = RequestContext()
 # Longer user ids are not memoised: the memo stays small whatever ids come in.
 _MEMO_MAX_USER = 128
+# Pages whose keys are memoised (per page, user and parameters); then the memo starts over.
+_KEY_MEMO_SIZE = 1024
+
+
+class _Plan:
+    """The sections a request asks for, and what is known of them before any request."""
+
+    __slots__ = ("custom", "names", "sections", "viewable")
+
+    def __init__(self, sections: tuple[Section, ...]) -> None:
+        self.sections = sections
+        self.names = tuple(s.name for s in sections)
+        # A cached section's key depends on a scope function: not memoised.
+        self.custom = any(s.cache is not None and not isinstance(s.scope, Scope) for s in sections)
+        # Its warm pages can be kept as views: every section cached, each key
+        # a function of the user and the parameters alone.
+        self.viewable = not self.custom and all(s.cache is not None for s in sections)
 
 
 class _Run:
@@ -154,9 +173,21 @@ class Aggregator:
             observer=self._observer,
             page=page,
         )
-        self._plans: dict[tuple[str, ...] | None, tuple[Section, ...]] = {}
+        self._plans: dict[tuple[str, ...] | None, _Plan] = {}
         # Cache keys per (plan, user, params): building them is most of a warm page.
         self._key_memo: dict[tuple[object, ...], list[str | None]] = {}
+        # A warm page read wholly from memory is kept there as a view
+        # (``WarmPage``) until one of its entries changes: the next request
+        # for it reads one dict. The memory layer, when there is one.
+        self._memory: MemoryCache | None = None
+        self._layered: LayeredCacheStats | None = None
+        if type(self.cache) is MemoryCache:
+            self._memory = self.cache
+        elif type(self.cache) is LayeredCache:
+            self._memory = self.cache.memory
+            self._layered = self.cache.stats
+        # The freshness clock is the wall clock: its reading is ``generatedAt`` too.
+        self._wall_clock = self._memory is not None and self._memory.clock is time.time
         self._tg: anyio.abc.TaskGroup | None = None
         self._entered = False  # from the start of __aenter__ to the end of __aexit__
         self._now: Callable[[], float] = anyio.current_time
@@ -231,6 +262,9 @@ class Aggregator:
         them). Checked on a memo miss only: a name set seen before costs one
         dict lookup.
         """
+        return self._plan(names).sections
+
+    def _plan(self, names: Sequence[str] | None) -> _Plan:
         items = None
         try:
             if names is not None:
@@ -240,23 +274,23 @@ class Aggregator:
             plan = None
         return plan if plan is not None else self._new_plan(names, items)
 
-    def _new_plan(
-        self, names: Sequence[str] | None, items: tuple[object, ...] | None
-    ) -> tuple[Section, ...]:
+    def _new_plan(self, names: Sequence[str] | None, items: tuple[object, ...] | None) -> _Plan:
         """Check ``names`` (read once, as ``items``: it may be an iterator) and plan them."""
         if names is None:
             key = None
-            plan = tuple(self.sections.values())
+            plan = _Plan(tuple(self.sections.values()))
         else:
             key = self._check_names(names, items)
             wanted = set(key)
-            plan = tuple(s for s in self.sections.values() if s.name in wanted)
+            plan = _Plan(tuple(s for s in self.sections.values() if s.name in wanted))
         # A str's characters make a tuple of one-character names, the key a list
         # of one-letter section names would have: such a key is never memoised,
         # so that a str always reaches the check above.
         memoise = key is None or any(len(n) > 1 for n in key)
         if memoise and len(self._plans) < 256:  # distinct subsets are few; bound anyway
             self._plans[key] = plan
+        else:
+            plan.viewable = False  # a plan made afresh each time: its views would be lost
         return plan
 
     def _check_names(self, names: object, items: tuple[object, ...] | None) -> tuple[str, ...]:
@@ -301,13 +335,14 @@ class Aggregator:
         still running then is a ``TIMEOUT_ERROR`` (or its stale value or
         fallback stands in).
         """
-        if self._tg is None:
-            self._task_group()
+        start = self._now()
         if ctx is None:
             ctx = _ANONYMOUS
         elif not isinstance(ctx, RequestContext):
             raise _not_a_context(ctx)
-        # plan(), inlined: this is the warm path.
+        if self._tg is None:
+            self._task_group()
+        # _plan(), inlined: this is the warm path.
         items = None
         try:
             if sections is not None:
@@ -317,37 +352,70 @@ class Aggregator:
             plan = None
         if plan is None:
             plan = self._new_plan(sections, items)
+        memory = self._memory
+        if memory is not None and plan.viewable:
+            # A view of this very page is true while memory holds it (a change
+            # to any of its entries drops it), and fresh until its ``until``: a
+            # page with a stale or expired entry takes the path below.
+            params = ctx._params_key  # ctx.params_key, without the property's call
+            if params is None:
+                params = ctx.params_key
+            view: WarmPage | None = memory._views.get((plan, ctx.user_id, params))
+            if view is not None:
+                now = memory.clock()
+                if now < view.until:
+                    if not view.touched:
+                        memory._touch(view)
+                    if self._layered is not None:
+                        self._layered.memory_hits += len(view.keys)
+                    self.stats.pages += 1
+                    page = page_from_view(
+                        view,
+                        now if self._wall_clock else time.time(),
+                        (self._now() - start) * 1000,
+                    )
+                    if self._observer is not None:
+                        self._observe_warm(ctx, page, self._observer)
+                    return page
         if self._observer is not None:
-            return await self._fetch_observed(ctx, plan, self._observer)
-        return await self._fetch(ctx, plan)
+            return await self._fetch_observed(ctx, plan, start, self._observer)
+        return await self._fetch(ctx, plan, start)
+
+    def _observe_warm(self, ctx: RequestContext, page: PageResult, observer: Observer) -> None:
+        """Tell ``observer`` of a page answered from a view, as of any page from the cache."""
+        name = self.keys.page
+        token = observer.page_started(name, ctx)
+        for result in page.results.values():
+            observer.section_finished(None, name, result)
+        observer.page_finished(token, name, page)
 
     async def _fetch_observed(
-        self, ctx: RequestContext, plan: tuple[Section, ...], observer: Observer
+        self, ctx: RequestContext, plan: _Plan, start: float, observer: Observer
     ) -> PageResult:
         token = observer.page_started(self.keys.page, ctx)
         result: PageResult | None = None
         try:
-            result = await self._fetch(ctx, plan)
+            result = await self._fetch(ctx, plan, start)
             return result
         finally:
             if result is not None:
                 observer.page_finished(token, self.keys.page, result)
 
-    async def _fetch(self, ctx: RequestContext, plan: tuple[Section, ...]) -> PageResult:
+    async def _fetch(self, ctx: RequestContext, plan: _Plan, start: float) -> PageResult:
         now = self._now
-        start = now()
         deadline = self._deadline(ctx, start)
         results: dict[str, SectionResult] = {}
         pending = await self._from_cache(plan, ctx, results, start, deadline)
         if pending:
             ctx = self._with_deadline(ctx, deadline)
             run = _Run(self.fail_fast)
-            with anyio.CancelScope(deadline=deadline):
-                async with anyio.create_task_group() as tg:
-                    run.stop = tg.cancel_scope
-                    for section, key, old in pending:
-                        tg.start_soon(self._resolve, section, key, old, ctx, results, run)
-            if len(results) < len(plan):  # cut short: the deadline, or fail-fast
+            if deadline == math.inf:
+                await self._run_pending(pending, ctx, results, run, None, deadline)
+            else:
+                # The page deadline, armed when a section first waits (no timer otherwise).
+                with anyio.CancelScope() as scope:
+                    await self._run_pending(pending, ctx, results, run, scope, deadline)
+            if len(results) < len(plan.names):  # cut short: the deadline, or fail-fast
                 for section, _, old in pending:
                     if section.name not in results:
                         results[section.name] = self._cut_short(section, old, ctx, start, run)
@@ -355,7 +423,7 @@ class Aggregator:
                             self._observer.section_finished(
                                 None, self.keys.page, results[section.name]
                             )
-            results = {s.name: results[s.name] for s in plan}
+            results = {name: results[name] for name in plan.names}
         self.stats.pages += 1
         return PageResult(
             results,
@@ -364,6 +432,53 @@ class Aggregator:
             total_ms=(now() - start) * 1000,
             required=self._required,
         )
+
+    async def _run_pending(
+        self,
+        pending: list[tuple[Section, str | None, Entry | None]],
+        ctx: RequestContext,
+        results: dict[str, SectionResult],
+        run: _Run,
+        page: anyio.CancelScope | None,
+        deadline: float,
+    ) -> None:
+        """Resolve every pending section concurrently; a task only for those that wait.
+
+        Each section starts in this task (:func:`start_eagerly`): one that
+        answers without waiting (a memory hit, a value at hand) costs no
+        task. The first that waits goes on in this task; the sections after
+        it get a task each, as they always did. So the sources still run
+        concurrently, each under its own timeout (the executor's scope, which
+        the section enters in its own first step) and the page's deadline
+        (the caller's scope ``page``, around all of this, armed with
+        ``deadline`` when the first section waits: nothing could be cut before).
+        """
+        resolve = self._resolve
+        held: Started | None = None
+        if len(pending) == 1:
+            section, key, old = pending[0]
+            held = start_eagerly(resolve(section, key, old, ctx, results, run))
+            if held is not None:
+                if page is not None:
+                    page.deadline = deadline
+                await held
+            return
+        async with anyio.create_task_group() as tg:
+            run.stop = tg.cancel_scope
+            try:
+                for section, key, old in pending:
+                    if held is not None:
+                        tg.start_soon(resolve, section, key, old, ctx, results, run)
+                    elif run.failed is None:  # fail-fast: the rest are cut short
+                        held = start_eagerly(resolve(section, key, old, ctx, results, run))
+                        if held is not None and page is not None:
+                            page.deadline = deadline
+            except BaseException:
+                if held is not None:
+                    held.close()
+                raise
+            if held is not None:
+                await held
 
     async def stream(
         self, ctx: RequestContext | None = None, *, sections: Sequence[str] | None = None
@@ -379,7 +494,7 @@ class Aggregator:
             ctx = _ANONYMOUS
         elif not isinstance(ctx, RequestContext):
             raise _not_a_context(ctx)
-        plan = self.plan(sections)
+        plan = self._plan(sections)
         start = self._now()
         deadline = self._deadline(ctx, start)
         results: dict[str, SectionResult] = {}
@@ -404,9 +519,9 @@ class Aggregator:
             finally:
                 scope.cancel()
         finally:
-            if observer is not None and len(results) == len(plan):
+            if observer is not None and len(results) == len(plan.names):
                 page = PageResult(
-                    {s.name: results[s.name] for s in plan},
+                    {name: results[name] for name in plan.names},
                     version=self.keys.version,
                     generated_at=time.time(),
                     total_ms=(self._now() - start) * 1000,
@@ -489,27 +604,26 @@ class Aggregator:
             return ctx
         return attrs.evolve(ctx, deadline=deadline)
 
-    def _keys_for(self, plan: tuple[Section, ...], ctx: RequestContext) -> list[str | None]:
+    def _keys_for(self, plan: _Plan, ctx: RequestContext) -> list[str | None]:
         """Each planned section's cache key (``None`` if not cached), memoised."""
-        # The plan's names, not its identity: an uncached plan's id may be reused.
+        # The plan's names, not its identity: an unmemoised plan's id may be reused.
         # The params by their key token: typed, and bounded in size.
         user = ctx.user_id
-        memo_key = (tuple(s.name for s in plan), user, ctx.params_key)
+        memo_key = (plan.names, user, ctx.params_key)
         keys = self._key_memo.get(memo_key)
         if keys is not None:
             return keys
         key = self.keys.key
-        built = [None if s.cache is None else key(s, ctx) for s in plan]
-        custom = any(s.cache is not None and not isinstance(s.scope, Scope) for s in plan)
-        if not custom and (user is None or len(user) <= _MEMO_MAX_USER):
-            if len(self._key_memo) >= 4096:
+        built = [None if s.cache is None else key(s, ctx) for s in plan.sections]
+        if not plan.custom and (user is None or len(user) <= _MEMO_MAX_USER):
+            if len(self._key_memo) >= _KEY_MEMO_SIZE:
                 self._key_memo.clear()
             self._key_memo[memo_key] = built
         return built
 
     async def _from_cache(
         self,
-        plan: tuple[Section, ...],
+        plan: _Plan,
         ctx: RequestContext,
         results: dict[str, SectionResult],
         start: float,
@@ -518,20 +632,22 @@ class Aggregator:
         """Fill ``results`` from the cache, in plan order; return what must be fetched.
 
         This is the warm path: no task, no decoding, one cache call, within
-        the page deadline.
+        the page deadline. A page found fresh in memory from end to end is
+        kept there as a view, for the next request to read in one lookup.
         """
         keys = self._keys_for(plan, ctx)
         lookup = [k for k in keys if k is not None]
+        found: list[Entry | None] = []
         if lookup:
             budget = None if deadline == math.inf else deadline - start
-            entries = iter(await self.cache.get_many(lookup, budget=budget))
-        else:
-            entries = iter(())
+            found = await self.cache.get_many(lookup, budget=budget)
+        entries = iter(found)
         now = self.cache.clock()
         lookup_ms = (self._now() - start) * 1000
         decode = self.serializer.loads
         pending: list[tuple[Section, str | None, Entry | None]] = []
-        for section, key in zip(plan, keys, strict=True):
+        fresh_until = math.inf
+        for section, key in zip(plan.sections, keys, strict=True):
             if key is None:
                 pending.append((section, None, None))
                 continue
@@ -541,8 +657,10 @@ class Aggregator:
                 continue
             if now < entry.fresh_until:
                 status = CacheStatus.HIT
+                fresh_until = min(fresh_until, entry.fresh_until)
             else:
                 status = CacheStatus.STALE
+                fresh_until = -math.inf
                 self._filler.schedule_refresh(self._task_group(), section, key, ctx)
             results[section.name] = SectionResult(
                 section.name, entry.payload, status, lookup_ms, None, False, decode
@@ -550,7 +668,38 @@ class Aggregator:
         if self._observer is not None:
             for result in results.values():
                 self._observer.section_finished(None, self.keys.page, result)
+        if not pending and now < fresh_until and plan.viewable:
+            self._keep_view(plan, ctx, tuple(lookup), found, fresh_until)
         return pending
+
+    def _keep_view(
+        self,
+        plan: _Plan,
+        ctx: RequestContext,
+        keys: tuple[str, ...],
+        entries: list[Entry | None],
+        fresh_until: float,
+    ) -> None:
+        """Keep this all-HIT page in memory as a view, if memory holds its entries as read."""
+        memory = self._memory
+        user = ctx.user_id
+        if memory is None or (user is not None and len(user) > _MEMO_MAX_USER):
+            return
+        view = WarmPage(
+            keys,
+            plan.names,
+            tuple(e.payload for e in entries if e is not None),
+            version=self.keys.version,
+            required=self._required,
+            decode=self.serializer.loads,
+            until=fresh_until,
+        )
+        # Entries that came from Redis and were not kept in memory (an
+        # invalidation overtook the read) make no view: memory must hold them.
+        # The slot names this aggregator (plans are its own), the user and the parameters.
+        leaves = memory._keep_view((plan, user, ctx.params_key), view, entries)
+        if leaves is not None:
+            view.until = min(fresh_until, leaves)
 
     async def _resolve(
         self,
@@ -571,7 +720,11 @@ class Aggregator:
         start = self._now()
         try:
             if key is None:
-                attempt = await self._filler.call(section, ctx)
+                # The executor itself, not through the filler: one frame less for
+                # every step of the source (the filler's call adds nothing here).
+                attempt = await self.executor.call(
+                    section, ctx, breaker=self._breakers.get(section.name), deadline=ctx.deadline
+                )
                 payload = self._filler.encode(section, attempt) if attempt.ok else None
                 status = CacheStatus.BYPASS
             else:
@@ -593,8 +746,8 @@ class Aggregator:
             observer.section_finished(token, self.keys.page, result)
         if run.fail_fast and section.required and result.unavailable and run.failed is None:
             run.failed = section.name
-            assert run.stop is not None
-            run.stop.cancel()
+            if run.stop is not None:  # None: it was the page's only pending section
+                run.stop.cancel()
 
     def _result(
         self,

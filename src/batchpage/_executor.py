@@ -12,6 +12,7 @@ import logging
 import math
 import threading
 from collections.abc import Awaitable, Callable
+from types import CoroutineType
 from typing import Any
 
 import anyio
@@ -19,8 +20,9 @@ import attrs
 
 from ._breaker import CircuitBreaker
 from ._context import RequestContext
+from ._eager import Waiting
 from ._errors import ErrorCode, SectionError
-from ._loop import running_loop
+from ._loop import running_loop, same_loop
 from ._section import Section
 
 logger = logging.getLogger("batchpage")
@@ -137,6 +139,7 @@ class Executor:
         # application's default one (anyio's 40 threads), nor it ours.
         self._threads = anyio.CapacityLimiter(max_concurrency + max_background)
         self._now: Callable[[], float] = anyio.current_time
+        self._scope: Callable[..., anyio.CancelScope] = anyio.CancelScope
         self._stuck: dict[str, int] = {}
         self._stuck_lock = threading.Lock()
         self._abandoned_listeners: list[Callable[[str], object]] = []
@@ -150,13 +153,17 @@ class Executor:
     def _bind(self) -> None:
         # A limiter belongs to one event loop; an executor may outlive it
         # (a test, a worker restarting its loop), so bind to the running one.
+        if same_loop(self._loop):
+            return
         loop, now = running_loop()
-        if loop is not self._loop:
-            self._loop = loop
-            self._limiter = anyio.CapacityLimiter(self.max_concurrency)
-            self._background = anyio.CapacityLimiter(self.max_background)
-            self._threads = anyio.CapacityLimiter(self.max_concurrency + self.max_background)
-            self._now = now
+        self._loop = loop
+        self._limiter = anyio.CapacityLimiter(self.max_concurrency)
+        self._background = anyio.CapacityLimiter(self.max_background)
+        self._threads = anyio.CapacityLimiter(self.max_concurrency + self.max_background)
+        self._now = now
+        # The backend's own cancel scope class: ``anyio.CancelScope(...)``
+        # looks the backend up on every call, and a page makes one per source.
+        self._scope = _scope_class()
 
     def stuck_threads(self, section: str) -> int:
         """Abandoned worker threads of ``section`` that have not returned yet."""
@@ -189,27 +196,55 @@ class Executor:
         if breaker is not None and not breaker.try_acquire():
             stats.circuit_open += 1
             return circuit_open(section)
-        if not section.is_async and self._stuck.get(name, 0) >= self.max_stuck_threads:
+        is_async = section.is_async
+        if not is_async and self._stuck.get(name, 0) >= self.max_stuck_threads:
             stats.threads_refused += 1
             if breaker is not None:
                 breaker.record_failure()
             stuck = self._stuck.get(name, 0)
             message = f"source not called: {stuck} worker threads still stuck"
             return Attempt(None, SectionError(name, ErrorCode.TIMEOUT_ERROR, message), 0.0)
-        scope = anyio.CancelScope(deadline=min(start + section.timeout, deadline))
+        timeout = start + section.timeout
+        limit = timeout if timeout < deadline else deadline
+        # The source's timeout counts from ``start``, but the scope's deadline
+        # is armed only once the source (or the wait for a slot) first waits:
+        # cancellation can reach a task only where it waits, so a source that
+        # answers in its first step is not cut either way, and it costs no
+        # timer (on asyncio, a handle left in the loop's heap until it is due).
+        scope = self._scope()
+        # The slot is borrowed by this call, not by the task: a task may make
+        # several calls in turn (a page's sections started eagerly), or a
+        # source may fetch another page through the same executor.
+        borrower = scope
         abandoned = [False]
         verdict: bool | None = None
         try:
             with scope:
                 # Take a free slot without yielding to the loop: most calls find one.
                 try:
-                    limiter.acquire_nowait()
+                    limiter.acquire_on_behalf_of_nowait(borrower)
                 except anyio.WouldBlock:
-                    await limiter.acquire()
+                    scope.deadline = limit
+                    await limiter.acquire_on_behalf_of(borrower)
                 try:
-                    value = await self._invoke(section, ctx, abandoned)
+                    if not is_async:
+                        scope.deadline = limit
+                        value = await self._invoke(section, ctx, abandoned)
+                    else:
+                        coro = section.source(ctx)
+                        if type(coro) is not CoroutineType:  # an awaitable of another kind
+                            scope.deadline = limit
+                            value = await coro
+                        else:
+                            try:
+                                yielded = coro.send(None)
+                            except StopIteration as done:
+                                value = done.value
+                            else:
+                                scope.deadline = limit
+                                value = await Waiting(coro, yielded)
                 finally:
-                    limiter.release()
+                    limiter.release_on_behalf_of(borrower)
                 verdict = True
                 return Attempt(value, None, now() - start)
             # Only reached when our own scope cancelled the call: it was late.
@@ -250,8 +285,7 @@ class Executor:
                     breaker.release()
 
     async def _invoke(self, section: Section, ctx: RequestContext, abandoned: list[bool]) -> Any:
-        if section.is_async:
-            return await section.source(ctx)
+        """Call a sync source in a worker thread, abandoned (and counted) at its timeout."""
         thread = _Thread()
         source = section.source
         name = section.name
@@ -291,6 +325,16 @@ class Executor:
             # A plain function that returned a coroutine (``lambda ctx: fetch(ctx)``).
             return await result.awaitable
         return result
+
+
+def _scope_class() -> Callable[..., anyio.CancelScope]:
+    """The running backend's cancel scope class (trio's own under trio)."""
+    scope = anyio.CancelScope()
+    if type(scope).__module__.startswith("anyio._backends._trio"):
+        import trio
+
+        return trio.CancelScope  # type: ignore[return-value]  # the same interface
+    return type(scope)
 
 
 class _Awaitable:

@@ -4,29 +4,50 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Sequence
 from types import TracebackType
-from typing import Self
-
-import cachetools
+from typing import Any, Self
 
 from ._entry import Entry
 from ._invalidation import InvalidationLog
 from ._keys import KeyPattern
 from ._units import Seconds, positive_seconds
+from ._view import View
 
 logger = logging.getLogger("batchpage.memory")
 
-# Per-entry bookkeeping (the Entry object, its key, the LRU links) in bytes,
-# counted with the payload so that many tiny values are bounded too.
-_OVERHEAD = 200
+# Per-entry bookkeeping in bytes, counted with the payload and the key so that
+# many small values are bounded too: the Entry and its four times, this
+# layer's item, the key's and the payload's object headers, and the LRU's
+# share (its dict slots, which churn leaves up to half empty, and its ordering
+# link). Measured with tracemalloc on CPython 3.11: about 550 bytes at worst
+# under churn (``tests/core/test_memory_bound.py`` holds the count to what
+# the process really allocates).
+_OVERHEAD = 600
+
+# Views kept at once (see ``MemoryCache._keep_view``): past this many, all go.
+_MAX_VIEWS = 256
+# Bytes the views may keep of their own (a page's last body), all together.
+_VIEW_BODY_BYTES = 1 << 20
+
+
+class _Item:
+    """An entry as this layer holds it, with the moment it leaves."""
+
+    __slots__ = ("entry", "leaves_at")
+
+    def __init__(self, entry: Entry, leaves_at: float) -> None:
+        self.entry = entry
+        self.leaves_at = leaves_at
 
 
 class MemoryCache:
     """Entries in this process: microseconds to read, gone on restart.
 
-    Bounded by ``max_entries`` and, when given, ``max_bytes`` (payload plus a
-    fixed overhead per entry); the least recently used entry goes first.
+    Bounded by ``max_entries`` and, when given, ``max_bytes``, which counts
+    each entry's payload and key plus a fixed overhead per entry (what the
+    entry's bookkeeping costs); the least recently used entry goes first.
     ``ttl`` (seconds) caps how long an entry stays here whatever its policy:
     under a :class:`LayeredCache` it bounds how long this instance serves its
     own copy without looking at Redis (the seed's memory layer: 50 entries,
@@ -62,15 +83,21 @@ class MemoryCache:
         self.max_bytes = max_bytes
         self.ttl = None if ttl is None else positive_seconds(ttl, name="ttl")
         self.clock = clock
-        # Each entry with the moment it leaves: the earlier of its own end and the ttl.
-        self._data: cachetools.LRUCache[str, tuple[Entry, float]]
-        if max_bytes is None:
-            self._data = cachetools.LRUCache(max_entries)
-        else:
-            self._data = cachetools.LRUCache(max_bytes, getsizeof=_item_size)
+        # Least recently used first. An OrderedDict, not cachetools: a read is
+        # two C calls (lookup, move_to_end), which a warm page makes per section.
+        self._data: OrderedDict[str, _Item] = OrderedDict()
+        self._bytes = 0
         self.invalidations = InvalidationLog()
         #: Entries not kept because they were bigger than ``max_bytes``.
         self.too_big = 0
+        # Views by slot (each reader's own View subclass: Any to the cache's
+        # type), and the views built on each key: a change to a key drops
+        # those views, and only those.
+        self._views: dict[Hashable, Any] = {}
+        self._viewing: dict[str, list[View]] = {}
+        self._body_bytes = 0  # what the views keep of their own
+        # Views read since their reads were last applied to the LRU order.
+        self._touched: list[View] = []
 
     async def __aenter__(self) -> Self:
         return self
@@ -88,8 +115,8 @@ class MemoryCache:
 
     @property
     def size_bytes(self) -> int:
-        """Bytes held now, counted as ``max_bytes`` counts them (payloads plus overhead)."""
-        return sum(_item_size(item) for item in self._data.values())
+        """Bytes held now, counted as ``max_bytes`` counts them (payloads, keys, overhead)."""
+        return self._bytes
 
     def get(self, key: str) -> Entry | None:
         """One key's entry, or ``None``; without awaiting (for tests and tools)."""
@@ -97,20 +124,22 @@ class MemoryCache:
 
     def get_many_now(self, keys: Sequence[str]) -> list[Entry | None]:
         """The entries of ``keys`` still of some use, without awaiting: the hot path."""
+        if self._touched:
+            self._flush_touched()
         data = self._data
         now = self.clock()
+        recent = data.move_to_end
         out: list[Entry | None] = []
         for key in keys:
-            try:
-                entry, leaves_at = data[key]  # refreshes the key's recency
-            except KeyError:
+            item = data.get(key)
+            if item is None:
                 out.append(None)
-                continue
-            if now >= leaves_at:
-                data.pop(key, None)
+            elif now >= item.leaves_at:
+                self._remove(key)
                 out.append(None)
             else:
-                out.append(entry)
+                recent(key)
+                out.append(item.entry)
         return out
 
     async def get_many(
@@ -121,13 +150,18 @@ class MemoryCache:
 
     def put(self, key: str, entry: Entry) -> bool:
         """Keep ``entry``; False if it is bigger than ``max_bytes`` (then nothing is kept)."""
-        if self.max_bytes is not None and _size(entry) > self.max_bytes:
-            self._data.pop(key, None)  # too big to keep; never serve an older value
+        if self._touched:
+            self._flush_touched()
+        size = _size(key, entry)
+        data = self._data
+        if self.max_bytes is not None and size > self.max_bytes:
+            if key in data:
+                self._remove(key)  # too big to keep; never serve an older value
             if not self.too_big:
                 logger.warning(
                     "an entry of %d bytes (%d of payload) is bigger than the memory cache "
                     "(max_bytes=%d): not cached; counted in MemoryCache.too_big",
-                    _size(entry),
+                    size,
                     len(entry.payload),
                     self.max_bytes,
                 )
@@ -136,10 +170,117 @@ class MemoryCache:
         leaves_at = entry.useless_after
         if self.ttl is not None:
             leaves_at = min(leaves_at, self.clock() + self.ttl)
-        self._data[key] = (entry, leaves_at)
-        while len(self._data) > self.max_entries:
-            self._data.popitem()
+        old = data.pop(key, None)
+        if old is not None:
+            self._bytes -= _size(key, old.entry)
+            if self._viewing:
+                self._drop_views_of(key)
+        data[key] = _Item(entry, leaves_at)
+        self._bytes += size
+        max_bytes = self.max_bytes
+        while len(data) > self.max_entries or (max_bytes is not None and self._bytes > max_bytes):
+            gone, item = data.popitem(last=False)
+            self._bytes -= _size(gone, item.entry)
+            if self._viewing:
+                self._drop_views_of(gone)
         return True
+
+    def _remove(self, key: str) -> None:
+        item = self._data.pop(key, None)
+        if item is not None:
+            self._bytes -= _size(key, item.entry)
+            if self._viewing:
+                self._drop_views_of(key)
+
+    # -- views: what a reader built from entries, kept until one of them changes --
+
+    def _keep_view(
+        self, slot: Hashable, view: View, entries: Sequence[Entry | None]
+    ) -> float | None:
+        """Keep ``view`` in ``slot`` if ``entries``, read for ``view.keys``, are still here.
+
+        Returns the moment the first of them leaves this cache (its ``ttl``
+        included), or ``None`` when one is gone or replaced since it was
+        read (then nothing is kept). Readers find it in ``_views[slot]``
+        until any of its entries changes; reading it is a read of its keys,
+        which :meth:`_touch` counts.
+        """
+        data = self._data
+        leaves = float("inf")
+        for k, entry in zip(view.keys, entries, strict=True):
+            item = data.get(k)
+            if item is None or item.entry is not entry:
+                return None
+            leaves = min(leaves, item.leaves_at)
+        views = self._views
+        if len(views) >= _MAX_VIEWS:
+            for dropped in views.values():
+                self._drop_view(dropped)
+            views.clear()
+            self._viewing.clear()
+        replaced = views.get(slot)
+        if replaced is not None:
+            self._drop_view(replaced)
+        view.slot = slot
+        view.cache = self
+        views[slot] = view
+        viewing = self._viewing
+        for k in view.keys:
+            built_on = viewing.get(k)
+            if built_on is None:
+                viewing[k] = [view]
+            else:
+                built_on[:] = [v for v in built_on if v.slot is not None]
+                built_on.append(view)
+        return leaves
+
+    def _drop_views_of(self, key: str) -> None:
+        views = self._views
+        for view in self._viewing.pop(key, ()):
+            slot = view.slot
+            if slot is not None:
+                if views.get(slot) is view:
+                    del views[slot]
+                self._drop_view(view)
+
+    def _drop_view(self, view: View) -> None:
+        view.slot = None
+        view.cache = None
+        self._body_bytes -= view.body_size
+        view.body_size = 0
+        view.release()
+
+    def _keep_body(self, view: View, size: int) -> bool:
+        """Whether ``view``, still kept here, may keep ``size`` bytes of its own (in place
+        of what it kept before): all views together keep at most ``_VIEW_BODY_BYTES``."""
+        if view.cache is not self:
+            return False
+        total = self._body_bytes - view.body_size + size
+        if total > _VIEW_BODY_BYTES:
+            return False
+        self._body_bytes = total
+        view.body_size = size
+        return True
+
+    def _touch(self, view: View) -> None:
+        """Count a read of ``view`` in its keys' recency, as of the next read or write here.
+
+        Reads of views since then are applied in the order of their first
+        read: the keys of every page read since are more recent than any
+        key not read, which is what eviction looks at.
+        """
+        view.touched = True
+        self._touched.append(view)
+
+    def _flush_touched(self) -> None:
+        data = self._data
+        recent = data.move_to_end
+        for view in self._touched:
+            view.touched = False
+            for key in view.keys:
+                if key in data:
+                    recent(key)
+        self._touched.clear()
 
     def lease_valid(self, key: str, token: str | None) -> bool:
         """Whether a write under ``token`` may still land (no invalidation of ``key`` since)."""
@@ -166,7 +307,7 @@ class MemoryCache:
         else:
             doomed = [k for k in self._data if pattern.matches(k)]
         for k in doomed:
-            self._data.pop(k, None)
+            self._remove(k)
         return len(doomed)
 
     def drop_prefix(self, prefix: str) -> int:
@@ -192,9 +333,5 @@ class MemoryCache:
         return None
 
 
-def _size(entry: Entry) -> int:
-    return len(entry.payload) + _OVERHEAD
-
-
-def _item_size(item: tuple[Entry, float]) -> int:
-    return _size(item[0])
+def _size(key: str, entry: Entry) -> int:
+    return len(entry.payload) + len(key) + _OVERHEAD

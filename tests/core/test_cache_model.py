@@ -9,6 +9,7 @@ thread so the aggregator lives across steps.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -99,6 +100,10 @@ class CacheModel(RuleBasedStateMachine):
             assert result.cache is expected_status, (name, user, age, result)
             assert result.value == expected_value, (name, user, age)
             assert (result.error is not None) == error
+        # The body says the same, whichever way the page was answered (a view or not).
+        body = json.loads(page.to_json())
+        assert body["sections"] == page.sections
+        assert body["metadata"]["cache"] == {n: r.cache.value for n, r in page.results.items()}
 
     @rule(seconds=st.sampled_from([1.0, 3.0, 5.0, 9.0, 10.0, 16.0, 31.0]))
     def advance(self, seconds: float) -> None:

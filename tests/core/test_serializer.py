@@ -21,7 +21,15 @@ from bson import DatetimeMS, Decimal128, ObjectId
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from batchpage import Aggregator, CachePolicy, ErrorCode, JsonSerializer, OrjsonSerializer, Section
+from batchpage import (
+    Aggregator,
+    CachePolicy,
+    ErrorCode,
+    JsonSerializer,
+    OrjsonSerializer,
+    RequestContext,
+    Section,
+)
 from batchpage._serializer import decimal128_text
 from batchpage.extend import Serializer
 from helpers import Recorder
@@ -283,6 +291,54 @@ def test_plain_values_are_written_as_json_dumps_writes_them() -> None:
     value = {"a": [1, 2.5, "é", None, True], "b": {"c": "\n"}}
     expected = json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
     assert JsonSerializer().dumps(value) == expected
+
+
+plain_json = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=5), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(plain_json)
+def test_any_plain_value_is_written_as_json_dumps_writes_it(value: Any) -> None:
+    """The encoder made once writes, for every plain value, what ``json.dumps`` writes."""
+    expected = json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    assert JsonSerializer().dumps(value) == expected
+
+
+def test_a_value_that_contains_itself_is_an_encoding_error() -> None:
+    """A circular value fails to encode (an exception, never a hang or a crash)."""
+    circular: list[Any] = [1]
+    circular.append(circular)
+    with pytest.raises((ValueError, RecursionError)):
+        JsonSerializer().dumps({"a": circular})
+    assert JsonSerializer().dumps([1, [2]]) == b"[1,[2]]"  # and the encoder goes on
+
+
+async def test_a_circular_value_is_a_serialization_error_in_a_page() -> None:
+    """In a page, such a section is SERIALIZATION_ERROR; the others are served."""
+    circular: dict[str, Any] = {}
+    circular["self"] = circular
+
+    async def loop(ctx: RequestContext) -> Any:
+        return circular
+
+    async def fine(ctx: RequestContext) -> Any:
+        return [1]
+
+    sections = [Section(name="loop", source=loop), Section(name="fine", source=fine)]
+    async with Aggregator(sections, page="serializer") as agg:
+        page = await agg.fetch()
+    assert [(e.section, e.code) for e in page.errors] == [("loop", ErrorCode.SERIALIZATION_ERROR)]
+    assert page.sections == {"loop": None, "fine": [1]}
 
 
 def test_users_default_is_asked_first() -> None:

@@ -262,6 +262,44 @@ async def test_a_warm_page_from_memory_makes_no_redis_command(
     assert calls_between(before, after) == {}
 
 
+async def test_a_page_answered_from_its_view_counts_memory_hits_and_costs_redis_nothing(
+    redis_server: RedisServer, fake_clock: FakeClock
+) -> None:
+    """The third warm page comes from the view kept in memory: no command, hits counted."""
+    async with instance(redis_server, fake_clock, sections()) as agg:
+        await agg.fetch()
+        await agg.fetch()  # every entry fresh in memory: a view is kept
+        hits = layers(agg).stats.memory_hits
+        before = redis_server.data_calls()
+        page = await agg.fetch()
+        after = redis_server.data_calls()
+    assert page._warm is not None  # answered from the view
+    assert calls_between(before, after) == {}
+    assert layers(agg).stats.memory_hits == hits + len(NAMES)
+    assert page.sections == {name: [name] for name in NAMES}
+
+
+async def test_another_instances_invalidation_drops_the_view(
+    redis_server: RedisServer, fake_clock: FakeClock
+) -> None:
+    """Pub/sub drops the memory entry, and with it the view: the next page fetches again."""
+    parts = sections()
+    async with (
+        instance(redis_server, fake_clock, parts) as one,
+        instance(redis_server, fake_clock, parts) as other,
+    ):
+        for _ in range(3):
+            viewed = await one.fetch()
+        assert viewed._warm is not None
+        await other.invalidate(NAMES[0])
+        key = one.key_for(parts[0], RequestContext())
+        await eventually(lambda: layers(one).memory.get(key) is None)
+        page = await one.fetch()
+    assert page._warm is None
+    assert page.results[NAMES[0]].cache is CacheStatus.MISS
+    assert {page.results[n].cache for n in NAMES[1:]} == {CacheStatus.HIT}
+
+
 async def test_corrupt_and_wrong_type_entries_are_misses(
     redis_server: RedisServer, fake_clock: FakeClock
 ) -> None:
