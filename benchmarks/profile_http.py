@@ -21,8 +21,8 @@ import time
 from collections.abc import AsyncIterator, MutableMapping
 from typing import Any
 
-from .bench_http import SEED_NOW, seeded_mongo
 from ._servers import APPS
+from .bench_http import SEED_NOW, seeded_mongo
 
 Message = MutableMapping[str, Any]
 
@@ -124,7 +124,9 @@ async def main(args: argparse.Namespace) -> None:
             times = await per_request(app, scopes, args.requests)
             for target, us in times.items():
                 ratio = times[args.target[0]] / us
-                print(f"{args.app} {target}: {us:.1f} us per request ({ratio:.2f} x the first's rate)")
+                print(
+                    f"{args.app} {target}: {us:.1f} us per request ({ratio:.2f} x the first's rate)"
+                )
             if args.profile:
                 from pyinstrument import Profiler
 
