@@ -17,7 +17,7 @@ from types import ModuleType
 import anyio
 import attrs
 
-from . import bench_cache, bench_executor, bench_http, bench_redis, bench_workers
+from . import bench_cache, bench_executor, bench_http, bench_redis, bench_stack, bench_workers
 from ._common import Row
 from ._report import write_docs
 
@@ -26,6 +26,7 @@ GROUPS: dict[str, ModuleType] = {
     "cache": bench_cache,
     "redis": bench_redis,
     "http": bench_http,
+    "stack": bench_stack,
     "workers": bench_workers,
 }
 

@@ -22,6 +22,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Final
 
+import attrs
+
 HOST: Final = "127.0.0.1"
 ROOT: Final = Path(__file__).resolve().parent.parent
 START_TIMEOUT: Final = 60.0
@@ -121,6 +123,9 @@ APPS: Final[dict[str, str]] = {
 }
 #: The server stacks an app can run on.
 STACKS: Final = ("uvicorn", "uvicorn-uvloop", "hypercorn", "granian")
+#: What the examples run each app on (``examples.serve``, ``./scripts/run``, the docs),
+#: chosen on ``bench_stack.py``'s figures.
+EXAMPLE_STACKS: Final[Mapping[str, str]] = {"fastapi": "uvicorn", "django": "hypercorn"}
 
 
 def server_command(app: str, stack: str, port: int) -> list[str]:
@@ -169,8 +174,8 @@ class AppServer:
         app: str = "fastapi",
         stack: str = "uvicorn",
     ) -> None:
-        if workers > 1 and (app, stack) != ("fastapi", "uvicorn"):
-            raise ValueError("several workers: the FastAPI app on uvicorn (examples.serve) only")
+        if workers > 1 and (app, stack) != ("fastapi", EXAMPLE_STACKS["fastapi"]):
+            raise ValueError("several workers: the FastAPI app on its stack (examples.serve) only")
         self.label = label
         self.workers = workers
         self.app = app
@@ -252,22 +257,33 @@ def app_environment(**settings: str) -> dict[str, str]:
     return env
 
 
+@attrs.frozen
+class ServerSpec:
+    """What one benchmark server runs: its environment, app and stack."""
+
+    env: Mapping[str, str]
+    app: str = "fastapi"
+    stack: str = "uvicorn"
+    workers: int = 1
+
+
 @contextlib.contextmanager
-def app_servers(
-    envs: Mapping[str, Mapping[str, str]],
-    *,
-    workers: int = 1,
-    app: str = "fastapi",
-    stack: str = "uvicorn",
-) -> Iterator[dict[str, AppServer]]:
-    """One server per ``label: environment``, started together; all stopped afterwards."""
+def started(specs: Mapping[str, ServerSpec]) -> Iterator[dict[str, AppServer]]:
+    """One server per ``label: spec``, started together; all stopped afterwards."""
     with (
         tempfile.TemporaryDirectory(prefix="bench-apps-") as log_dir,
         contextlib.ExitStack() as exits,
     ):
         servers = {
-            label: AppServer(label, env, Path(log_dir), workers=workers, app=app, stack=stack)
-            for label, env in envs.items()
+            label: AppServer(
+                label,
+                spec.env,
+                Path(log_dir),
+                workers=spec.workers,
+                app=spec.app,
+                stack=spec.stack,
+            )
+            for label, spec in specs.items()
         }
         for server in servers.values():
             exits.callback(server.stop)
@@ -275,4 +291,19 @@ def app_servers(
         deadline = time.monotonic() + START_TIMEOUT
         for server in servers.values():
             server.wait_until_ready(deadline)
+        yield servers
+
+
+@contextlib.contextmanager
+def app_servers(
+    envs: Mapping[str, Mapping[str, str]],
+    *,
+    workers: int = 1,
+    app: str = "fastapi",
+    stack: str | None = None,
+) -> Iterator[dict[str, AppServer]]:
+    """One server of ``app`` per ``label: environment`` (on the examples' stack by default)."""
+    stack = EXAMPLE_STACKS[app] if stack is None else stack
+    specs = {label: ServerSpec(env, app, stack, workers) for label, env in envs.items()}
+    with started(specs) as servers:
         yield servers
