@@ -244,6 +244,48 @@ class AppServer:
         process, self.process = self.process, None
         _stop(process)
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) the server has used so far: its process and their children.
+
+        Exited threads count (the kernel keeps their time in the process's);
+        a server's worker processes (granian's, uvicorn's ``--workers``) are
+        its descendants, found in ``/proc``. Linux only.
+        """
+        assert self.process is not None
+        return process_tree_cpu(self.process.pid)
+
+
+_TICKS: Final = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _stat(pid: int) -> list[str] | None:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text[text.rindex(")") + 2 :].split()  # after "pid (comm) "
+
+
+def process_tree_cpu(root: int) -> float:
+    """Seconds of CPU (user + system) used by ``root`` and every living descendant."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            fields = _stat(int(entry.name))
+            if fields is not None:
+                parents[int(entry.name)] = int(fields[1])  # ppid
+    tree, grew = {root}, True
+    while grew:
+        added = {pid for pid, ppid in parents.items() if ppid in tree and pid not in tree}
+        tree |= added
+        grew = bool(added)
+    total = 0
+    for pid in tree:
+        fields = _stat(pid)
+        if fields is not None:
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    return total / _TICKS
+
 
 def app_environment(**settings: str) -> dict[str, str]:
     """This process's environment without the apps' own variables, plus ``settings``."""

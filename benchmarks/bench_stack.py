@@ -38,6 +38,7 @@ from .bench_http import (
     WARM_LIMIT,
     Connection,
     HTTPError,
+    Load,
     cache_statuses,
     connections,
     fresh_limits,
@@ -62,6 +63,8 @@ PAGE: Final = f"/homepage?limit={WARM_LIMIT}"
 BARE: Final = "/bench/bare"
 TIME_LIMIT: Final = 600.0
 COLD_CLIENTS: Final = 4
+#: The one stack on which the apps are compared: the examples' FastAPI stack.
+GAP_STACK: Final = EXAMPLE_STACKS["fastapi"]
 
 
 def name(app: str, stack: str) -> str:
@@ -131,24 +134,31 @@ async def measure(
         await check_warm(server)
         for target in (PAGE, BARE):  # unmeasured: connections, routes and code paths warm
             await load_round(server.port, target, requests=clients * 20, clients=clients)
-    rates: dict[tuple[str, str], list[float]] = {
+    loads: dict[tuple[str, str], list[Load]] = {
         (label, target): [] for label in servers for target in (PAGE, BARE)
     }
     order = list(servers)
     for r in range(rounds):
         for label in order if r % 2 == 0 else order[::-1]:
             server = servers[label]
-            targets = (PAGE, BARE) if r % 2 == 0 else (BARE, PAGE)
-            for target in targets:
-                rate, _ = await load_round(
-                    server.port, target, requests=requests[server.app], clients=clients
+            for target in (PAGE, BARE) if r % 2 == 0 else (BARE, PAGE):
+                load = await load_round(
+                    server.port,
+                    target,
+                    requests=requests[server.app],
+                    clients=clients,
+                    server=server,
                 )
-                rates[label, target].append(rate)
-    warm = {key: statistics.median(values) for key, values in rates.items()}
-    how = f"median of {rounds} rounds, {clients} keep-alive connections"
+                loads[label, target].append(load)
+    warm = {key: statistics.median(load.rate for load in got) for key, got in loads.items()}
+    cpu = {
+        key: statistics.median(load.server_cpu_us or 0.0 for load in got)
+        for key, got in loads.items()
+    }
+    how = f"median of {rounds} rounds, {clients} connections"
     rows: list[Row] = []
     for app, stacks in STACKS.items():
-        base = warm[name(app, stacks[0]), PAGE]
+        base = name(app, stacks[0])
         for stack in stacks:
             label = name(app, stack)
             page, bare = warm[label, PAGE], warm[label, BARE]
@@ -156,13 +166,20 @@ async def measure(
                 Row(
                     f"stack: {app} on {LABELS[stack]}: warm /homepage",
                     page,
-                    info(f"{how}; {page / base:.2f}x plain uvicorn; {page / bare:.2f}x its bare"),
+                    info(
+                        f"{how}; {page / warm[base, PAGE]:.2f}x plain uvicorn; "
+                        f"server CPU {cpu[label, PAGE]:.0f} us/request "
+                        f"({cpu[base, PAGE] / cpu[label, PAGE]:.2f}x plain uvicorn's rate)"
+                    ),
                     unit="/s",
                 ),
                 Row(
                     f"stack: {app} on {LABELS[stack]}: bare endpoint (same bytes)",
                     bare,
-                    info(how),
+                    info(
+                        f"{how}; {bare / warm[base, BARE]:.2f}x plain uvicorn; "
+                        f"server CPU {cpu[label, BARE]:.0f} us/request"
+                    ),
                     unit="/s",
                 ),
                 Row(
@@ -172,20 +189,25 @@ async def measure(
                     unit="/s",
                 ),
             ]
-    rows += gap_rows(warm)
+    rows += gap_rows(warm, cpu)
     return rows
 
 
-def gap_rows(warm: Mapping[tuple[str, str], float]) -> list[Row]:
+def gap_rows(
+    warm: Mapping[tuple[str, str], float], cpu: Mapping[tuple[str, str], float]
+) -> list[Row]:
     """FastAPI against Django on one stack, taken apart: framework, server, batchpage."""
-    stack = EXAMPLE_STACKS["fastapi"]
-    fastapi, django = name("fastapi", stack), name("django", stack)
+    fastapi, django = name("fastapi", GAP_STACK), name("django", GAP_STACK)
+    hypercorn = name("django", "hypercorn")
 
     def cost_us(label: str) -> float:
         """What a warm page costs over its bare endpoint: batchpage's work, per request."""
         return (1 / warm[label, PAGE] - 1 / warm[label, BARE]) * 1e6
 
-    on = f"both on {LABELS[stack]}"
+    def cpu_cost_us(label: str) -> float:
+        return cpu[label, PAGE] - cpu[label, BARE]
+
+    on = f"both on {LABELS[GAP_STACK]}"
     return [
         Row(
             "stack: FastAPI warm /homepage / Django warm /homepage",
@@ -195,23 +217,32 @@ def gap_rows(warm: Mapping[tuple[str, str], float]) -> list[Row]:
         Row(
             "stack: FastAPI bare endpoint / Django bare endpoint",
             warm[fastapi, BARE] / warm[django, BARE],
-            info(f"{on}: the frameworks' share, with no batchpage at all"),
+            info(
+                f"{on}: the frameworks' share, no batchpage at all; server CPU "
+                f"{cpu[django, BARE]:.0f} against {cpu[fastapi, BARE]:.0f} us/request"
+            ),
         ),
         Row(
-            f"stack: Django bare on {LABELS[stack]} / on hypercorn",
-            warm[django, BARE] / warm[name("django", "hypercorn"), BARE],
-            info("the server's share"),
+            f"stack: Django bare on {LABELS[GAP_STACK]} / on hypercorn",
+            warm[django, BARE] / warm[hypercorn, BARE],
+            info(
+                f"the server's share; server CPU {cpu[django, BARE]:.0f} against "
+                f"{cpu[hypercorn, BARE]:.0f} us/request"
+            ),
         ),
         Row(
-            f"stack: batchpage per warm page on FastAPI, {LABELS[stack]}",
+            f"stack: batchpage per warm page on FastAPI, {LABELS[GAP_STACK]}",
             cost_us(fastapi),
-            info("1/page rps - 1/bare rps: batchpage's own work, adapter included"),
+            info(
+                f"1/page rps - 1/bare rps: batchpage's own work, adapter included; "
+                f"server CPU {cpu_cost_us(fastapi):.0f} us"
+            ),
             unit="us",
         ),
         Row(
-            f"stack: batchpage per warm page on Django, {LABELS[stack]}",
+            f"stack: batchpage per warm page on Django, {LABELS[GAP_STACK]}",
             cost_us(django),
-            info("the same, on Django"),
+            info(f"the same, on Django; server CPU {cpu_cost_us(django):.0f} us"),
             unit="us",
         ),
     ]

@@ -39,10 +39,10 @@ async def run(quick: bool) -> list[Row]:
                         await load_round(port, target, requests=requests, clients=clients)
                         rates = []
                         for _ in range(rounds):
-                            rate, _cpu = await load_round(
+                            load = await load_round(
                                 port, target, requests=requests, clients=clients
                             )
-                            rates.append(rate)
+                            rates.append(load.rate)
                         rates.sort()
                     rate = rates[len(rates) // 2]
                     single = single or rate
