@@ -125,7 +125,10 @@ APPS: Final[dict[str, str]] = {
 STACKS: Final = ("uvicorn", "uvicorn-uvloop", "hypercorn", "granian")
 #: What the examples run each app on (``examples.serve``, ``./scripts/run``, the docs),
 #: chosen on ``bench_stack.py``'s figures.
-EXAMPLE_STACKS: Final[Mapping[str, str]] = {"fastapi": "uvicorn", "django": "hypercorn"}
+EXAMPLE_STACKS: Final[Mapping[str, str]] = {
+    "fastapi": "uvicorn-uvloop",
+    "django": "uvicorn-uvloop",
+}
 
 
 def server_command(app: str, stack: str, port: int) -> list[str]:
@@ -174,8 +177,8 @@ class AppServer:
         app: str = "fastapi",
         stack: str = "uvicorn",
     ) -> None:
-        if workers > 1 and (app, stack) != ("fastapi", EXAMPLE_STACKS["fastapi"]):
-            raise ValueError("several workers: the FastAPI app on its stack (examples.serve) only")
+        if workers > 1 and stack != EXAMPLE_STACKS[app]:
+            raise ValueError("several workers: on the examples' stack (examples.serve) only")
         self.label = label
         self.workers = workers
         self.app = app
@@ -198,6 +201,8 @@ class AppServer:
                     sys.executable,
                     "-m",
                     "examples.serve",
+                    "--app",
+                    self.app,
                     "--host",
                     HOST,
                     "--port",

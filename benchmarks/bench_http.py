@@ -31,7 +31,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
+import resource
+import shutil
 import statistics
+import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
@@ -207,7 +211,60 @@ BARE_NO_IDENTITY: Final = "/bench/bare-no-identity"
 APP_NAMES: Final = {"fastapi": "FastAPI", "django": "Django"}
 
 
-async def throughput(server: AppServer, *, rounds: int, requests: int, clients: int) -> list[Row]:
+WRK: Final = shutil.which("wrk")
+_WRK_RATE = re.compile(r"Requests/sec:\s+([0-9.]+)")
+_WRK_COUNT = re.compile(r"([0-9]+) requests in")
+
+
+async def wrk_round(server: AppServer, target: str, *, seconds: float, clients: int) -> Load:
+    """``seconds`` of GETs of ``target`` from wrk (one thread, ``clients`` connections).
+
+    wrk is C: it spends a few microseconds of CPU per request where the
+    asyncio client above spends tens, so on a two-core machine it leaves the
+    server its core, and the ratio of two endpoints' rates is the ratio of
+    their costs (the Python client, near 10,000 requests per second, becomes
+    a bottleneck itself and squeezes both rates together). Any answer other
+    than 2xx or 3xx, or a socket error, fails the round.
+    """
+    assert WRK is not None
+    command = [WRK, "-t1", f"-c{clients}", f"-d{seconds:g}s", f"{server.url}{target}"]
+    cpu = server.cpu_seconds()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    done = await anyio.to_thread.run_sync(
+        lambda: subprocess.run(
+            command, capture_output=True, text=True, timeout=seconds + ROUND_TIME_LIMIT
+        )
+    )
+    elapsed = time.perf_counter() - start
+    cpu = server.cpu_seconds() - cpu
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)  # wrk's own CPU, once it is reaped
+    wrk_cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    out = done.stdout
+    rate, count = _WRK_RATE.search(out), _WRK_COUNT.search(out)
+    if done.returncode != 0 or rate is None or count is None:
+        raise HTTPError(f"wrk failed ({done.returncode}): {out} {done.stderr}")
+    if "Non-2xx" in out or "Socket errors" in out:
+        raise HTTPError(f"GET {target}: wrk saw errors:\n{out}")
+    requests = int(count.group(1))
+    return Load(float(rate.group(1)), wrk_cpu / elapsed, cpu / requests * 1e6)
+
+
+async def warm_round(
+    server: AppServer, target: str, *, requests: int, seconds: float, clients: int
+) -> Load:
+    """One measured round: wrk for ``seconds`` when it is installed, else the asyncio client."""
+    if WRK is not None:
+        return await wrk_round(server, target, seconds=seconds, clients=clients)
+    return await load_round(server.port, target, requests=requests, clients=clients, server=server)
+
+
+LOAD_NOTE: Final = "load: wrk, 1 thread" if WRK else "load: the asyncio client (no wrk)"
+
+
+async def throughput(
+    server: AppServer, *, rounds: int, requests: int, seconds: float, clients: int
+) -> list[Row]:
     """Warm ``/homepage`` against the bare endpoints on one server, in alternating rounds."""
     targets = (PAGE, BARE, BARE_NO_IDENTITY)
     async with connections(server.port, 1) as (conn,):
@@ -228,8 +285,8 @@ async def throughput(server: AppServer, *, rounds: int, requests: int, clients: 
     for r in range(rounds):
         rate: dict[str, float] = {}
         for target in targets if r % 2 == 0 else targets[::-1]:
-            load = await load_round(
-                server.port, target, requests=requests, clients=clients, server=server
+            load = await warm_round(
+                server, target, requests=requests, seconds=seconds, clients=clients
             )
             loads[target].append(load)
             rate[target] = load.rate
@@ -247,7 +304,8 @@ async def throughput(server: AppServer, *, rounds: int, requests: int, clients: 
 
     app = APP_NAMES[server.app]
     on = f"{app} on {server.stack}"
-    how = f"{rounds} rounds x {requests} requests, {clients} keep-alive connections"
+    size = f"{seconds:g} s" if WRK else f"{requests} requests"
+    how = f"{rounds} rounds of {size}, {clients} keep-alive connections, {LOAD_NOTE}"
     shares = [load.client_share for target in targets for load in loads[target]]
     return [
         Row(
@@ -255,7 +313,7 @@ async def throughput(server: AppServer, *, rounds: int, requests: int, clients: 
             statistics.median(ratios),
             at_least(
                 0.9,
-                f"{on}, the bare endpoint after the same identity hook; median of {how}; "
+                f"{on}; the bare endpoint after the same identity hook; median of {how}; "
                 f"rounds {min(ratios):.3f}-{max(ratios):.3f}",
             ),
         ),
@@ -263,19 +321,19 @@ async def throughput(server: AppServer, *, rounds: int, requests: int, clients: 
             f"http: {app} the same, from the server's CPU per request",
             cpu_us(BARE) / cpu_us(PAGE),
             info(
-                f"bare {cpu_us(BARE):.0f} us, page {cpu_us(PAGE):.0f} us of server CPU; "
-                "steadier than rps on a shared machine"
+                f"bare {cpu_us(BARE):.0f} us, page {cpu_us(PAGE):.0f} us of server CPU: "
+                f"batchpage's own work {cpu_us(PAGE) - cpu_us(BARE):.0f} us per warm page"
             ),
         ),
         Row(
             f"http: {app} warm /homepage rps / bare endpoint without the identity hook",
             rps(PAGE) / rps(BARE_NO_IDENTITY),
-            info(f"the app's identity hook ({server.app}'s session) counted against the page"),
+            info("the app's identity hook (its session) counted against the page"),
         ),
         Row(f"http: {app} warm /homepage requests per second", rps(PAGE), info(on), unit="/s"),
         Row(f"http: {app} bare endpoint requests per second", rps(BARE), info(on), unit="/s"),
         Row(
-            f"http: {app} bare endpoint without identity hook, requests per second",
+            f"http: {app} bare endpoint without the identity hook, requests per second",
             rps(BARE_NO_IDENTITY),
             info(on),
             unit="/s",
@@ -399,10 +457,10 @@ async def seeded_mongo() -> AsyncIterator[EmbeddedMongo]:
 
 async def run(quick: bool) -> list[Row]:
     if quick:
-        rounds, clients, pairs = 5, 8, 3
+        rounds, clients, pairs, seconds = 5, 8, 3, 1.0
         requests = {"fastapi": 3000, "django": 800}
     else:
-        rounds, clients, pairs = 9, 8, 7
+        rounds, clients, pairs, seconds = 9, 8, 7, 2.0
         requests = {"fastapi": 6000, "django": 1500}
     with anyio.fail_after(TIME_LIMIT):
         async with seeded_mongo() as mongo:
@@ -426,7 +484,11 @@ async def run(quick: bool) -> list[Row]:
                 rows: list[Row] = []
                 for app in ("fastapi", "django"):
                     rows += await throughput(
-                        servers[app], rounds=rounds, requests=requests[app], clients=clients
+                        servers[app],
+                        rounds=rounds,
+                        requests=requests[app],
+                        seconds=seconds,
+                        clients=clients,
                     )
                 rows += await streaming(servers["slow"], pairs=pairs)
                 rows += await legacy_against_batch(servers["fastapi"], pairs=pairs)

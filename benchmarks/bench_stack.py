@@ -9,7 +9,8 @@ a burst of load elsewhere on this shared machine touches them all alike.
 
 * warm: ``/homepage?limit=10`` (every section a memory HIT) and the bare
   endpoint answering its bytes after the same identity hook
-  (``/bench/bare``), in requests per second over keep-alive connections;
+  (``/bench/bare``), in requests per second over keep-alive connections
+  (from wrk when it is installed), with the server's CPU time per request;
 * cold: ``/homepage?limit=N`` for every ``N`` from 1 to 50 that this
   server was never asked (the warm page's 10 excepted): each request a page
   no cache holds, every section a MISS fetched from MongoDB. Each server
@@ -34,6 +35,7 @@ import anyio
 from ._common import Row, info
 from ._servers import EXAMPLE_STACKS, AppServer, ServerSpec, app_environment, started
 from .bench_http import (
+    LOAD_NOTE,
     SEED_NOW,
     WARM_LIMIT,
     Connection,
@@ -45,6 +47,7 @@ from .bench_http import (
     load_round,
     seeded_mongo,
     timed_get,
+    warm_round,
 )
 
 #: Each app's stacks, in the order they are reported.
@@ -103,7 +106,7 @@ async def cold_round(server: AppServer) -> float:
 
 
 async def run(quick: bool) -> list[Row]:
-    rounds, clients = (3, 8) if quick else (5, 8)
+    rounds, clients, seconds = (3, 8, 1.0) if quick else (5, 8, 2.0)
     # Requests per round: Django answers several times fewer per second than FastAPI.
     requests = {"fastapi": 2000 if quick else 5000, "django": 800 if quick else 2000}
     with anyio.fail_after(TIME_LIMIT):
@@ -121,12 +124,16 @@ async def run(quick: bool) -> list[Row]:
                 for stack in stacks
             }
             with started(specs) as servers:
-                rows = await measure(servers, rounds, clients, requests)
+                rows = await measure(servers, rounds, clients, requests, seconds)
     return rows
 
 
 async def measure(
-    servers: dict[str, AppServer], rounds: int, clients: int, requests: Mapping[str, int]
+    servers: dict[str, AppServer],
+    rounds: int,
+    clients: int,
+    requests: Mapping[str, int],
+    seconds: float,
 ) -> list[Row]:
     cold: dict[str, float] = {}
     for label, server in servers.items():
@@ -142,12 +149,8 @@ async def measure(
         for label in order if r % 2 == 0 else order[::-1]:
             server = servers[label]
             for target in (PAGE, BARE) if r % 2 == 0 else (BARE, PAGE):
-                load = await load_round(
-                    server.port,
-                    target,
-                    requests=requests[server.app],
-                    clients=clients,
-                    server=server,
+                load = await warm_round(
+                    server, target, requests=requests[server.app], seconds=seconds, clients=clients
                 )
                 loads[label, target].append(load)
     warm = {key: statistics.median(load.rate for load in got) for key, got in loads.items()}
@@ -155,7 +158,7 @@ async def measure(
         key: statistics.median(load.server_cpu_us or 0.0 for load in got)
         for key, got in loads.items()
     }
-    how = f"median of {rounds} rounds, {clients} connections"
+    how = f"median of {rounds} rounds, {clients} connections, {LOAD_NOTE}"
     rows: list[Row] = []
     for app, stacks in STACKS.items():
         base = name(app, stacks[0])

@@ -1,4 +1,4 @@
-"""Real HTTP servers for the app tests: the FastAPI app under uvicorn, Django under hypercorn.
+"""Real HTTP servers for the app tests: both apps under uvicorn, as users start them.
 
 Each server is a subprocess on a free loopback port, configured only
 through its environment, as in production: ``MONGODB_URL`` points at the
@@ -54,12 +54,18 @@ _ACCESS_LINE = re.compile(r'"([A-Z]+) (\S+) HTTP/[0-9.]+" ([0-9]{3})')
 
 
 def command(
-    framework: Framework, port: int, *, workers: int = 1, access_log: bool = False
+    framework: Framework,
+    port: int,
+    *,
+    workers: int = 1,
+    access_log: bool = False,
+    server: Literal["uvicorn", "hypercorn"] = "uvicorn",
 ) -> list[str]:
     """The server command line, as a user would type it.
 
     ``access_log`` (uvicorn only) logs every request the server answers, for
-    :meth:`AppServer.requests`.
+    :meth:`AppServer.requests`. ``server="hypercorn"`` runs the Django app
+    under hypercorn instead, whose workers need ``Lifespan``'s process guard.
     """
     if framework == "fastapi" and workers > 1:
         # As ./scripts/run --workers N starts them: examples.serve sets the
@@ -67,30 +73,34 @@ def command(
         # keep-alive request waits ~40 ms for a delayed ACK).
         serve = [sys.executable, "-m", "examples.serve", "--host", HOST, "--port", str(port)]
         return [*serve, "--workers", str(workers)]
-    if framework == "fastapi":
-        logging = ["--log-level", "info"] if access_log else ["--log-level", "warning"]
+    if framework == "django" and server == "hypercorn":
         return [
             sys.executable,
             "-m",
-            "uvicorn",
-            "examples.fastapi_app.app:create_app",
-            "--factory",
-            "--host",
-            HOST,
-            "--port",
-            str(port),
-            *logging,
-            *([] if access_log else ["--no-access-log"]),
+            "hypercorn",
+            "examples.django_app.asgi:application",
+            "--bind",
+            f"{HOST}:{port}",
+            "--log-level",
+            "WARNING",
         ]
+    target = (
+        ["examples.fastapi_app.app:create_app", "--factory"]
+        if framework == "fastapi"
+        else ["examples.django_app.asgi:application"]
+    )
+    logging = ["--log-level", "info"] if access_log else ["--log-level", "warning"]
     return [
         sys.executable,
         "-m",
-        "hypercorn",
-        "examples.django_app.asgi:application",
-        "--bind",
-        f"{HOST}:{port}",
-        "--log-level",
-        "WARNING",
+        "uvicorn",
+        *target,
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        *logging,
+        *([] if access_log else ["--no-access-log"]),
     ]
 
 

@@ -43,7 +43,7 @@ Stop = Literal["sigint", "sigterm", "sigterm-group", "sigkill"]
 STOPS: Final[tuple[Stop, ...]] = ("sigint", "sigterm", "sigterm-group", "sigkill")
 
 
-Server = Literal["fastapi", "fastapi-workers", "django"]
+Server = Literal["fastapi", "fastapi-workers", "django", "django-workers", "django-hypercorn"]
 
 
 def _command(framework: Server, port: int) -> list[str]:
@@ -52,7 +52,11 @@ def _command(framework: Server, port: int) -> list[str]:
         return serve
     if framework == "fastapi-workers":  # ./scripts/run --workers 2
         return [*serve, "--workers", "2"]
-    return server_command("django", port)  # hypercorn examples.django_app.asgi:application
+    if framework == "django-workers":  # ./scripts/run --app django --workers 2
+        return [*serve, "--app", "django", "--workers", "2"]
+    if framework == "django-hypercorn":  # hypercorn: Lifespan's process guard at work
+        return server_command("django", port, server="hypercorn")
+    return server_command("django", port)  # uvicorn examples.django_app.asgi:application
 
 
 def _environment() -> dict[str, str]:
@@ -109,7 +113,9 @@ def _stop(process: subprocess.Popen[bytes], how: Stop) -> None:
 
 
 @pytest.mark.parametrize("how", STOPS)
-@pytest.mark.parametrize("framework", ["fastapi", "fastapi-workers", "django"])
+@pytest.mark.parametrize(
+    "framework", ["fastapi", "fastapi-workers", "django", "django-workers", "django-hypercorn"]
+)
 def test_nothing_outlives_the_example_server(
     framework: Server, how: Stop, tmp_path: Path, reaper: list[Proc]
 ) -> None:
