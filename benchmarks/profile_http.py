@@ -116,6 +116,11 @@ async def main(args: argparse.Namespace) -> None:
         if args.app == "fastapi":
             app = app()
         async with lifespan(app) as state:
+            if args.gc_freeze:
+                import gc
+
+                gc.collect()
+                gc.freeze()
             for target in args.target:
                 status, _ = await call(app, http_scope(target, state))  # warm the cache
                 if status != 200:
@@ -144,6 +149,7 @@ if __name__ == "__main__":
     parser.add_argument("--target", action="append", default=[])
     parser.add_argument("--requests", type=int, default=5000)
     parser.add_argument("--all", action="store_true", help="show every frame of the profile")
+    parser.add_argument("--gc-freeze", action="store_true", help="gc.freeze() after start-up")
     parser.add_argument("--profile", help="write a pyinstrument HTML profile of the first target")
     args = parser.parse_args()
     args.target = args.target or ["/homepage?limit=10", "/bench/bare", "/bench/bare-no-identity"]
