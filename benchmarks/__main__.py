@@ -25,6 +25,7 @@ from . import (
     bench_peers,
     bench_redis,
     bench_scaling,
+    bench_stack,
     bench_workers,
 )
 from ._common import Row
@@ -38,6 +39,7 @@ GROUPS: dict[str, ModuleType] = {
     "http": bench_http,
     "peers": bench_peers,
     "e2e": bench_e2e,
+    "stack": bench_stack,
     "workers": bench_workers,
 }
 

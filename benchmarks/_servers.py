@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Final
 if TYPE_CHECKING:
     from examples.redis_cluster import RedisClusterServer
 
+import attrs
+
 HOST: Final = "127.0.0.1"
 ROOT: Final = Path(__file__).resolve().parent.parent
 START_TIMEOUT: Final = 60.0
@@ -147,6 +149,12 @@ APPS: Final[dict[str, str]] = {
 }
 #: The server stacks an app can run on.
 STACKS: Final = ("uvicorn", "uvicorn-uvloop", "hypercorn", "granian")
+#: What the examples run each app on (``examples.serve``, ``./scripts/run``, the docs),
+#: chosen on ``bench_stack.py``'s figures.
+EXAMPLE_STACKS: Final[Mapping[str, str]] = {
+    "fastapi": "uvicorn-uvloop",
+    "django": "uvicorn-uvloop",
+}
 
 
 def server_command(app: str, stack: str, port: int) -> list[str]:
@@ -195,8 +203,8 @@ class AppServer:
         app: str = "fastapi",
         stack: str = "uvicorn",
     ) -> None:
-        if workers > 1 and (app, stack) != ("fastapi", "uvicorn"):
-            raise ValueError("several workers: the FastAPI app on uvicorn (examples.serve) only")
+        if workers > 1 and stack != EXAMPLE_STACKS[app]:
+            raise ValueError("several workers: on the examples' stack (examples.serve) only")
         self.label = label
         self.workers = workers
         self.app = app
@@ -219,6 +227,8 @@ class AppServer:
                     sys.executable,
                     "-m",
                     "examples.serve",
+                    "--app",
+                    self.app,
                     "--host",
                     HOST,
                     "--port",
@@ -265,6 +275,48 @@ class AppServer:
         process, self.process = self.process, None
         _stop(process)
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) the server has used so far: its process and their children.
+
+        Exited threads count (the kernel keeps their time in the process's);
+        a server's worker processes (granian's, uvicorn's ``--workers``) are
+        its descendants, found in ``/proc``. Linux only.
+        """
+        assert self.process is not None
+        return process_tree_cpu(self.process.pid)
+
+
+_TICKS: Final = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _stat(pid: int) -> list[str] | None:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text[text.rindex(")") + 2 :].split()  # after "pid (comm) "
+
+
+def process_tree_cpu(root: int) -> float:
+    """Seconds of CPU (user + system) used by ``root`` and every living descendant."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            fields = _stat(int(entry.name))
+            if fields is not None:
+                parents[int(entry.name)] = int(fields[1])  # ppid
+    tree, grew = {root}, True
+    while grew:
+        added = {pid for pid, ppid in parents.items() if ppid in tree and pid not in tree}
+        tree |= added
+        grew = bool(added)
+    total = 0
+    for pid in tree:
+        fields = _stat(pid)
+        if fields is not None:
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    return total / _TICKS
+
 
 def app_environment(**settings: str) -> dict[str, str]:
     """This process's environment without the apps' own variables, plus ``settings``."""
@@ -278,22 +330,33 @@ def app_environment(**settings: str) -> dict[str, str]:
     return env
 
 
+@attrs.frozen
+class ServerSpec:
+    """What one benchmark server runs: its environment, app and stack."""
+
+    env: Mapping[str, str]
+    app: str = "fastapi"
+    stack: str = "uvicorn"
+    workers: int = 1
+
+
 @contextlib.contextmanager
-def app_servers(
-    envs: Mapping[str, Mapping[str, str]],
-    *,
-    workers: int = 1,
-    app: str = "fastapi",
-    stack: str = "uvicorn",
-) -> Iterator[dict[str, AppServer]]:
-    """One server per ``label: environment``, started together; all stopped afterwards."""
+def started(specs: Mapping[str, ServerSpec]) -> Iterator[dict[str, AppServer]]:
+    """One server per ``label: spec``, started together; all stopped afterwards."""
     with (
         tempfile.TemporaryDirectory(prefix="bench-apps-") as log_dir,
         contextlib.ExitStack() as exits,
     ):
         servers = {
-            label: AppServer(label, env, Path(log_dir), workers=workers, app=app, stack=stack)
-            for label, env in envs.items()
+            label: AppServer(
+                label,
+                spec.env,
+                Path(log_dir),
+                workers=spec.workers,
+                app=spec.app,
+                stack=spec.stack,
+            )
+            for label, spec in specs.items()
         }
         for server in servers.values():
             exits.callback(server.stop)
@@ -301,4 +364,19 @@ def app_servers(
         deadline = time.monotonic() + START_TIMEOUT
         for server in servers.values():
             server.wait_until_ready(deadline)
+        yield servers
+
+
+@contextlib.contextmanager
+def app_servers(
+    envs: Mapping[str, Mapping[str, str]],
+    *,
+    workers: int = 1,
+    app: str = "fastapi",
+    stack: str | None = None,
+) -> Iterator[dict[str, AppServer]]:
+    """One server of ``app`` per ``label: environment`` (on the examples' stack by default)."""
+    stack = EXAMPLE_STACKS[app] if stack is None else stack
+    specs = {label: ServerSpec(env, app, stack, workers) for label, env in envs.items()}
+    with started(specs) as servers:
         yield servers

@@ -17,6 +17,7 @@ import attrs
 from ._servers import HOST
 
 _RATE = re.compile(r"^Requests/sec:\s+([\d.]+)", re.M)
+_COUNT = re.compile(r"([0-9]+) requests in")
 _PERCENTILE = re.compile(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", re.M)
 _NON_2XX = re.compile(r"^\s*Non-2xx or 3xx responses:\s+(\d+)", re.M)
 _ERRORS = re.compile(r"^\s*Socket errors:.*$", re.M)
@@ -27,16 +28,24 @@ class WrkError(RuntimeError):
     """wrk failed, or the server answered something other than 2xx."""
 
 
+#: wrk, when it is installed.
+WRK = shutil.which("wrk")
+
+
 @attrs.frozen
-class Load:
+class WrkRun:
     rate: float  #: requests per second
+    requests: int  #: requests completed
     p50: float  #: seconds
     p99: float  #: seconds
 
 
-def wrk(port: int, target: str, *, seconds: float, connections: int, threads: int = 1) -> Load:
-    """``connections`` keep-alive connections asking ``target`` for ``seconds``."""
-    binary = shutil.which("wrk")
+def wrk(port: int, target: str, *, seconds: float, connections: int, threads: int = 1) -> WrkRun:
+    """``connections`` keep-alive connections asking ``target`` for ``seconds``.
+
+    Any answer other than 2xx or 3xx, or a socket error, is a :class:`WrkError`.
+    """
+    binary = WRK
     if binary is None:
         raise WrkError("wrk is not installed: run ./scripts/bench, which installs it")
     result = subprocess.run(
@@ -44,7 +53,7 @@ def wrk(port: int, target: str, *, seconds: float, connections: int, threads: in
             binary,
             f"-t{threads}",
             f"-c{connections}",
-            f"-d{max(1, round(seconds))}s",
+            f"-d{seconds:g}s",
             "--timeout",
             "10s",
             "--latency",
@@ -60,8 +69,8 @@ def wrk(port: int, target: str, *, seconds: float, connections: int, threads: in
         raise WrkError(f"wrk exited with {result.returncode}: {result.stderr or out}")
     if (bad := _NON_2XX.search(out)) or (bad := _ERRORS.search(out)):
         raise WrkError(f"GET {target}: {bad.group(0).strip()}\n{out}")
-    rate = _RATE.search(out)
+    rate, count = _RATE.search(out), _COUNT.search(out)
     percentiles = {int(p): float(v) * _UNIT[u] for p, v, u in _PERCENTILE.findall(out)}
-    if rate is None or set(percentiles) != {50, 99}:
+    if rate is None or count is None or set(percentiles) != {50, 99}:
         raise WrkError(f"could not read wrk's output:\n{out}")
-    return Load(float(rate.group(1)), percentiles[50], percentiles[99])
+    return WrkRun(float(rate.group(1)), int(count.group(1)), percentiles[50], percentiles[99])

@@ -1,14 +1,18 @@
 """The homepage over HTTP: throughput against a bare endpoint, streaming, legacy calls.
 
-Everything runs against the real FastAPI app under uvicorn, in subprocesses
-on loopback, over an embedded nx-27017 MongoDB seeded here (as the tests
-do), with the memory cache:
+Everything runs against the real example apps on the servers the examples
+use (``EXAMPLE_STACKS``), in subprocesses on loopback, over an embedded
+nx-27017 MongoDB seeded here (as the tests do), with the memory cache:
 
-* throughput: ``/homepage?limit=10`` (warm, anonymous) against
-  ``/bench/bare`` on the same server, a bare FastAPI endpoint answering the
-  bytes of such a page (the app adds it with ``BATCHPAGE_BENCH_BARE=1``), in
+* throughput, for the FastAPI app and for the Django app:
+  ``/homepage?limit=10`` (warm, anonymous) against ``/bench/bare`` on the
+  same server, a bare endpoint of the same app answering the bytes of such
+  a page after the same identity hook as ``/homepage`` (the app adds it with
+  ``BATCHPAGE_BENCH_BARE=1``), so that the ratio is batchpage's own work;
+  ``/bench/bare-no-identity`` shows what the identity hook itself costs. In
   alternating rounds of a fixed number of requests over a fixed number of
-  keep-alive connections;
+  keep-alive connections; the server's CPU time per request is read from
+  ``/proc`` too, a figure that other work on a shared machine hardly moves;
 * streaming: on a second server whose ``featuredEvents`` is slowed by the
   app's fault hook, the time to the first NDJSON section line of
   ``/homepage/stream`` against the time of the whole ``/homepage``, both
@@ -27,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import resource
 import statistics
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -34,12 +39,14 @@ from datetime import UTC, datetime
 from typing import Final
 
 import anyio
+import attrs
 from examples.homepage.data import seed
 from examples.homepage.mongo import EmbeddedMongo, connect
 from examples.homepage.sources import LEGACY_ENDPOINTS
 
 from ._common import Row, at_least, at_most, info
-from ._servers import HOST, AppServer, app_environment, app_servers
+from ._servers import EXAMPLE_STACKS, HOST, AppServer, ServerSpec, app_environment, started
+from ._wrk import WRK, WrkError, wrk
 
 #: The seeded data's "now", so that which flash sales run is fixed.
 SEED_NOW: Final = datetime(2026, 11, 23, 21, 0, 0, tzinfo=UTC)
@@ -49,7 +56,7 @@ SLOW_SECTION: Final = "featuredEvents"
 SLOW_FAULT: Final = f"{SLOW_SECTION}=delay:300ms"
 WARM_LIMIT: Final = 10
 #: The whole benchmark, and any one round, stop with an error past these (seconds).
-TIME_LIMIT: Final = 240.0
+TIME_LIMIT: Final = 420.0
 ROUND_TIME_LIMIT: Final = 60.0
 REQUEST_TIME_LIMIT: Final = 10.0
 MAX_HEAD: Final = 64 * 1024
@@ -148,8 +155,28 @@ def cache_statuses(body: bytes) -> dict[str, str]:
 # -- throughput ------------------------------------------------------------
 
 
-async def load_round(port: int, target: str, *, requests: int, clients: int) -> tuple[float, float]:
-    """``requests`` GETs of ``target`` on ``clients`` connections: (rate, client CPU share)."""
+@attrs.frozen
+class Load:
+    """One round of load: requests per second, and the CPU it took on each side."""
+
+    rate: float
+    #: This process's CPU time over the round's wall time: well under 1, or it measured itself.
+    client_share: float
+    #: The server's CPU time per request (microseconds), when the round was given the server.
+    server_cpu_us: float | None = None
+    #: The requests the round completed.
+    requests: int = 0
+
+
+async def load_round(
+    port: int, target: str, *, requests: int, clients: int, server: AppServer | None = None
+) -> Load:
+    """``requests`` GETs of ``target`` on ``clients`` connections.
+
+    With ``server``, its CPU time is read before and after: CPU per request
+    hardly moves when other work shares the machine, where requests per
+    second do.
+    """
     per_client = requests // clients
 
     async def client(conn: Connection) -> None:
@@ -160,6 +187,7 @@ async def load_round(port: int, target: str, *, requests: int, clients: int) -> 
                 raise HTTPError(f"GET {target}: {status} {body[:300]!r}")
 
     async with connections(port, clients) as conns:
+        server_cpu = server.cpu_seconds() if server is not None else 0.0
         cpu, start = time.process_time(), time.perf_counter()
         with anyio.fail_after(ROUND_TIME_LIMIT):
             async with anyio.create_task_group() as tg:
@@ -167,62 +195,138 @@ async def load_round(port: int, target: str, *, requests: int, clients: int) -> 
                     tg.start_soon(client, conn)
         elapsed = time.perf_counter() - start
         cpu = time.process_time() - cpu
-    return per_client * clients / elapsed, cpu / elapsed
+        if server is not None:
+            server_cpu = server.cpu_seconds() - server_cpu
+    done = per_client * clients
+    return Load(
+        done / elapsed,
+        cpu / elapsed,
+        None if server is None else server_cpu / done * 1e6,
+        done,
+    )
 
 
-async def throughput(server: AppServer, *, rounds: int, requests: int, clients: int) -> list[Row]:
-    page_target, bare_target = f"/homepage?limit={WARM_LIMIT}", "/bench/bare"
+PAGE: Final = f"/homepage?limit={WARM_LIMIT}"
+BARE: Final = "/bench/bare"
+BARE_NO_IDENTITY: Final = "/bench/bare-no-identity"
+APP_NAMES: Final = {"fastapi": "FastAPI", "django": "Django"}
+
+
+async def wrk_round(server: AppServer, target: str, *, seconds: float, clients: int) -> Load:
+    """``seconds`` of GETs of ``target`` from wrk (one thread, ``clients`` connections).
+
+    wrk is C: it spends a few microseconds of CPU per request where the
+    asyncio client above spends tens, so on a two-core machine it leaves the
+    server its core, and the ratio of two endpoints' rates is the ratio of
+    their costs (the Python client, near 10,000 requests per second, becomes
+    a bottleneck itself and squeezes both rates together).
+    """
+    cpu = server.cpu_seconds()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    try:
+        done = await anyio.to_thread.run_sync(
+            lambda: wrk(server.port, target, seconds=seconds, connections=clients)
+        )
+    except WrkError as error:
+        raise HTTPError(str(error)) from None
+    elapsed = time.perf_counter() - start
+    cpu = server.cpu_seconds() - cpu
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)  # wrk's own CPU, once it is reaped
+    wrk_cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return Load(done.rate, wrk_cpu / elapsed, cpu / done.requests * 1e6, done.requests)
+
+
+async def warm_round(
+    server: AppServer, target: str, *, requests: int, seconds: float, clients: int
+) -> Load:
+    """One measured round: wrk for ``seconds`` when it is installed, else the asyncio client."""
+    if WRK is not None:
+        return await wrk_round(server, target, seconds=seconds, clients=clients)
+    return await load_round(server.port, target, requests=requests, clients=clients, server=server)
+
+
+LOAD_NOTE: Final = "load: wrk, 1 thread" if WRK else "load: the asyncio client (no wrk)"
+
+
+async def throughput(
+    server: AppServer, *, rounds: int, requests: int, seconds: float, clients: int
+) -> list[Row]:
+    """Warm ``/homepage`` against the bare endpoints on one server, in alternating rounds."""
+    targets = (PAGE, BARE, BARE_NO_IDENTITY)
     async with connections(server.port, 1) as (conn,):
-        await timed_get(conn, page_target)  # cold: fills the cache
-        _, page = await timed_get(conn, page_target)
-        _, bare = await timed_get(conn, bare_target)
+        await timed_get(conn, PAGE)  # cold: fills the cache
+        _, page = await timed_get(conn, PAGE)
+        bares = [(await timed_get(conn, target))[1] for target in (BARE, BARE_NO_IDENTITY)]
     if set(cache_statuses(page).values()) != {"HIT"}:
         raise HTTPError(f"/homepage is not warm: {cache_statuses(page)}")
-    if json.loads(bare)["sections"] != json.loads(page)["sections"]:
-        raise HTTPError("/bench/bare does not answer the page's sections")
-    # Both endpoints once more, unmeasured: connections, routes and code paths warm.
-    for target in (page_target, bare_target):
+    for bare in bares:
+        if json.loads(bare)["sections"] != json.loads(page)["sections"]:
+            raise HTTPError("a bare endpoint does not answer the page's sections")
+    # Every endpoint once more, unmeasured: connections, routes and code paths warm.
+    for target in targets:
         await load_round(server.port, target, requests=clients * 20, clients=clients)
 
+    loads: dict[str, list[Load]] = {target: [] for target in targets}
     ratios: list[float] = []
-    rates: dict[str, list[float]] = {page_target: [], bare_target: []}
-    shares: list[float] = []
     for r in range(rounds):
-        order = (page_target, bare_target) if r % 2 == 0 else (bare_target, page_target)
         rate: dict[str, float] = {}
-        for target in order:
-            rate[target], share = await load_round(
-                server.port, target, requests=requests, clients=clients
+        for target in targets if r % 2 == 0 else targets[::-1]:
+            load = await warm_round(
+                server, target, requests=requests, seconds=seconds, clients=clients
             )
-            rates[target].append(rate[target])
-            shares.append(share)
-        ratios.append(rate[page_target] / rate[bare_target])
+            loads[target].append(load)
+            rate[target] = load.rate
+        ratios.append(rate[PAGE] / rate[BARE])
     async with connections(server.port, 1) as (conn,):
-        _, page = await timed_get(conn, page_target)
+        _, page = await timed_get(conn, PAGE)
     if not set(cache_statuses(page).values()) <= {"HIT", "STALE"}:
         raise HTTPError(f"/homepage went cold during the rounds: {cache_statuses(page)}")
 
-    how = f"{rounds} rounds x {requests} requests, {clients} keep-alive connections"
+    def rps(target: str) -> float:
+        return statistics.median(load.rate for load in loads[target])
+
+    def cpu_us(target: str) -> float:
+        return statistics.median(load.server_cpu_us or 0.0 for load in loads[target])
+
+    app = APP_NAMES[server.app]
+    on = f"{app} on {server.stack}"
+    size = f"{seconds:g} s" if WRK else f"{requests} requests"
+    how = f"{rounds} rounds of {size}, {clients} keep-alive connections, {LOAD_NOTE}"
+    shares = [load.client_share for target in targets for load in loads[target]]
     return [
         Row(
-            "http: warm /homepage rps / bare endpoint rps (same bytes)",
+            f"http: {app} warm /homepage rps / bare endpoint rps (same bytes)",
             statistics.median(ratios),
-            at_least(0.9, f"median of {how}; rounds {min(ratios):.3f}-{max(ratios):.3f}"),
+            at_least(
+                0.9,
+                f"{on}; the bare endpoint after the same identity hook; median of {how}; "
+                f"rounds {min(ratios):.3f}-{max(ratios):.3f}",
+            ),
         ),
         Row(
-            "http: warm /homepage requests per second",
-            statistics.median(rates[page_target]),
-            info("same server, same run"),
+            f"http: {app} the same, from the server's CPU per request",
+            cpu_us(BARE) / cpu_us(PAGE),
+            info(
+                f"bare {cpu_us(BARE):.0f} us, page {cpu_us(PAGE):.0f} us of server CPU: "
+                f"batchpage's own work {cpu_us(PAGE) - cpu_us(BARE):.0f} us per warm page"
+            ),
+        ),
+        Row(
+            f"http: {app} warm /homepage rps / bare endpoint without the identity hook",
+            rps(PAGE) / rps(BARE_NO_IDENTITY),
+            info("the app's identity hook (its session) counted against the page"),
+        ),
+        Row(f"http: {app} warm /homepage requests per second", rps(PAGE), info(on), unit="/s"),
+        Row(f"http: {app} bare endpoint requests per second", rps(BARE), info(on), unit="/s"),
+        Row(
+            f"http: {app} bare endpoint without the identity hook, requests per second",
+            rps(BARE_NO_IDENTITY),
+            info(on),
             unit="/s",
         ),
         Row(
-            "http: bare endpoint (same bytes) requests per second",
-            statistics.median(rates[bare_target]),
-            info("same server, same run"),
-            unit="/s",
-        ),
-        Row(
-            "http: load generator CPU / wall time during the rounds",
+            f"http: {app} load generator CPU / wall time during the rounds",
             statistics.median(shares),
             info("well under 1: the server is the bottleneck"),
         ),
@@ -340,9 +444,11 @@ async def seeded_mongo() -> AsyncIterator[EmbeddedMongo]:
 
 async def run(quick: bool) -> list[Row]:
     if quick:
-        rounds, requests, clients, pairs = 5, 3000, 8, 3
+        rounds, clients, pairs, seconds = 5, 8, 3, 1.0
+        requests = {"fastapi": 3000, "django": 800}
     else:
-        rounds, requests, clients, pairs = 7, 8000, 8, 7
+        rounds, clients, pairs, seconds = 9, 8, 7, 2.0
+        requests = {"fastapi": 6000, "django": 1500}
     with anyio.fail_after(TIME_LIMIT):
         async with seeded_mongo() as mongo:
             common = {
@@ -351,14 +457,26 @@ async def run(quick: bool) -> list[Row]:
                 "BATCHPAGE_SEED": "0",
                 "BATCHPAGE_EXAMPLE_NOW": SEED_NOW.isoformat(),
             }
-            envs = {
-                "homepage": app_environment(**common, BATCHPAGE_BENCH_BARE="1"),
-                "slow": app_environment(**common, BATCHPAGE_EXAMPLE_FAULTS=SLOW_FAULT),
+            bare = app_environment(**common, BATCHPAGE_BENCH_BARE="1")
+            specs = {
+                "fastapi": ServerSpec(bare, "fastapi", EXAMPLE_STACKS["fastapi"]),
+                "django": ServerSpec(bare, "django", EXAMPLE_STACKS["django"]),
+                "slow": ServerSpec(
+                    app_environment(**common, BATCHPAGE_EXAMPLE_FAULTS=SLOW_FAULT),
+                    "fastapi",
+                    EXAMPLE_STACKS["fastapi"],
+                ),
             }
-            with app_servers(envs) as servers:
-                rows = await throughput(
-                    servers["homepage"], rounds=rounds, requests=requests, clients=clients
-                )
+            with started(specs) as servers:
+                rows: list[Row] = []
+                for app in ("fastapi", "django"):
+                    rows += await throughput(
+                        servers[app],
+                        rounds=rounds,
+                        requests=requests[app],
+                        seconds=seconds,
+                        clients=clients,
+                    )
                 rows += await streaming(servers["slow"], pairs=pairs)
-                rows += await legacy_against_batch(servers["homepage"], pairs=pairs)
+                rows += await legacy_against_batch(servers["fastapi"], pairs=pairs)
     return rows

@@ -28,12 +28,10 @@ from collections.abc import Iterator
 import anyio
 
 from ._common import Row, at_least, at_most, info
-from ._servers import AppServer, app_environment, app_servers
-from ._wrk import Load, wrk
+from ._servers import EXAMPLE_STACKS, AppServer, app_environment, app_servers
+from ._wrk import WrkRun, wrk
 from .bench_http import SEED_NOW, WARM_LIMIT, seeded_mongo
 
-#: Each app on the server the examples run it on.
-STACKS = {"fastapi": "uvicorn", "django": "hypercorn"}
 TIME_LIMIT = 600.0
 CONNECTIONS = 8
 #: Each mode's BATCHPAGE_BENCH_FRESH (None: the examples' own policies).
@@ -44,7 +42,7 @@ TARGETS = {"warm": (1.0, 1.0), "expiring": (1.0, 1.0), "uncached": (0.95, 1.1)}
 
 @contextlib.contextmanager
 def ours_and_peer(app: str, env: dict[str, str]) -> Iterator[tuple[AppServer, AppServer]]:
-    stack = STACKS[app]
+    stack = EXAMPLE_STACKS[app]
     with (
         app_servers({"batchpage": env}, app=app, stack=stack) as ours,
         app_servers({"peer": env}, app=f"{app}-peer", stack=stack) as peer,
@@ -52,7 +50,7 @@ def ours_and_peer(app: str, env: dict[str, str]) -> Iterator[tuple[AppServer, Ap
         yield ours["batchpage"], peer["peer"]
 
 
-def _load(server: AppServer, target: str, seconds: float) -> Load:
+def _load(server: AppServer, target: str, seconds: float) -> WrkRun:
     return wrk(server.port, target, seconds=seconds, connections=CONNECTIONS)
 
 
@@ -60,8 +58,8 @@ async def race(
     app: str, mode: str, env: dict[str, str], *, rounds: int, seconds: float
 ) -> list[Row]:
     target = f"/homepage?limit={WARM_LIMIT}"
-    ours_loads: list[Load] = []
-    peer_loads: list[Load] = []
+    ours_loads: list[WrkRun] = []
+    peer_loads: list[WrkRun] = []
     with ours_and_peer(app, env) as (ours, peer):
         for server in (ours, peer):  # warm caches, connections and code paths
             await anyio.to_thread.run_sync(_load, server, target, 1.0)
@@ -116,7 +114,7 @@ async def run(quick: bool) -> list[Row]:
                 BATCHPAGE_EXAMPLE_NOW=SEED_NOW.isoformat(),
                 BATCHPAGE_SESSION_SECRET="bench",
             )
-            for app in STACKS:
+            for app in EXAMPLE_STACKS:
                 for mode, fresh in MODES.items():
                     env = {**common, **({"BATCHPAGE_BENCH_FRESH": fresh} if fresh else {})}
                     rows += await race(app, mode, env, rounds=rounds, seconds=seconds)

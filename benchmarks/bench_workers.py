@@ -47,7 +47,7 @@ from batchpage import (
 
 from ._common import Row, at_most, exactly, info
 from ._servers import app_environment, app_servers, redis_cluster, redis_server
-from .bench_http import SEED_NOW, WARM_LIMIT, load_round, seeded_mongo
+from .bench_http import SEED_NOW, WARM_LIMIT, load_round, seeded_mongo, warm_round
 
 TIME_LIMIT = 300.0
 WORKERS = (1, 2, 4)
@@ -62,6 +62,7 @@ CPU_ROW = "workers: load generator's CPU share, {workers} worker(s)"
 
 async def run(quick: bool) -> list[Row]:
     requests, clients, rounds = (3000, 8, 3) if quick else (8000, 8, 5)
+    seconds = 1.5 if quick else 3.0  # a round's length under wrk (requests: without it)
     rows: list[Row] = []
     with anyio.fail_after(TIME_LIMIT):
         async with seeded_mongo() as mongo:
@@ -81,7 +82,13 @@ async def run(quick: bool) -> list[Row]:
                 single: dict[str, float] = {}
                 for workers in WORKERS:
                     rates, cpu, mgets = await _side_by_side(
-                        envs, cluster, workers, requests=requests, clients=clients, rounds=rounds
+                        envs,
+                        cluster,
+                        workers,
+                        requests=requests,
+                        seconds=seconds,
+                        clients=clients,
+                        rounds=rounds,
                     )
                     single = single or rates
                     for label, name in SHARED.items():
@@ -128,6 +135,7 @@ async def _side_by_side(
     *,
     requests: int,
     clients: int,
+    seconds: float,
     rounds: int,
 ) -> tuple[dict[str, float], float, tuple[int, int]]:
     """Each server's median warm rate with ``workers`` workers, the load generator's median CPU
@@ -140,15 +148,16 @@ async def _side_by_side(
         shares: list[float] = []
         labels = list(servers)
         mgets_before = cluster.command_calls().get("mget", 0)
+        pages = 0
         for r in range(rounds):
             for label in labels if r % 2 == 0 else labels[::-1]:
-                rate, share = await load_round(
-                    servers[label].port, target, requests=requests, clients=clients
+                load = await warm_round(
+                    servers[label], target, requests=requests, seconds=seconds, clients=clients
                 )
-                samples[label].append(rate)
-                shares.append(share)
+                samples[label].append(load.rate)
+                shares.append(load.client_share)
+                pages += load.requests if label == "cluster" else 0
         mgets = cluster.command_calls().get("mget", 0) - mgets_before
-    pages = rounds * (requests // clients) * clients
     medians = {label: sorted(s)[len(s) // 2] for label, s in samples.items()}
     return medians, statistics.median(shares), (mgets, pages)
 

@@ -1,6 +1,8 @@
-"""Start the homepage: ``python -m examples.serve [--host 127.0.0.1] [--port 8000]``.
+"""Start the homepage: ``python -m examples.serve [--app fastapi|django] [--port 8000]``.
 
-The FastAPI app under uvicorn, on its embedded defaults unless the
+The FastAPI app (or, with ``--app django``, the Django one) under uvicorn
+with uvloop and httptools, the stack the benchmarks chose
+(``benchmarks/bench_stack.py``), on its embedded defaults unless the
 environment says otherwise (see :mod:`examples.service.settings`): an
 nx-27017 MongoDB-compatible server on a free loopback port, seeded with
 deterministic data, and an in-memory cache. Once it answers, the URL and a
@@ -22,18 +24,31 @@ import os
 import secrets
 import socket
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import anyio
 import attrs
 import uvicorn
 from uvicorn.supervisors import Multiprocess
 
-from examples.fastapi_app.app import create_app
 from examples.service.settings import Settings, SettingsError
+
+#: The apps, by name: their ASGI import path (a factory for FastAPI).
+APPS = {
+    "fastapi": "examples.fastapi_app.app:create_app",
+    "django": "examples.django_app.asgi:application",
+}
+#: uvicorn's event loop and HTTP parser: uvloop and httptools, which the examples extra
+#: installs (``auto`` falls back to asyncio and h11 where they are missing, on Windows).
+LOOP, HTTP = "auto", "auto"
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m examples.serve", description=__doc__)
+    parser.add_argument(
+        "--app", choices=sorted(APPS), default="fastapi", help="which example (default fastapi)"
+    )
     parser.add_argument("--host", default="127.0.0.1", help="address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     parser.add_argument(
@@ -59,7 +74,7 @@ def _positive(text: str) -> int:
     return value
 
 
-def _banner(base: str, settings: Settings) -> str:
+def _banner(base: str, settings: Settings, app: str = "fastapi") -> str:
     mongo = "embedded nx-27017, seeded" if settings.embedded else "MONGODB_URL"
     cache = "memory + Redis (REDIS_URL)" if settings.redis_url else "memory"
     switch = (
@@ -70,7 +85,7 @@ def _banner(base: str, settings: Settings) -> str:
     return "\n".join(
         [
             "",
-            f"batchpage homepage on {base}  (MongoDB: {mongo}; cache: {cache})",
+            f"batchpage homepage ({app}) on {base}  (MongoDB: {mongo}; cache: {cache})",
             "",
             f"  curl -s '{base}/homepage?limit=3'",
             f"  curl -sN '{base}/homepage/stream?limit=3'",
@@ -102,15 +117,44 @@ class _Server(uvicorn.Server):
             print(self.banner, flush=True)
 
 
-def serve(host: str, port: int, settings: Settings) -> None:
+def _carry(settings: Settings) -> None:
+    """Put what the command line decided in the environment, where the apps read it.
+
+    The Django app reads its settings from the environment when it is
+    imported, and so does each worker process: the demo fault switch goes
+    there too.
+    """
+    os.environ["BATCHPAGE_DEMO_FAULTS"] = "1" if settings.demo_faults else "0"
+
+
+def serve(host: str, port: int, settings: Settings, app: str = "fastapi") -> None:
     """Run until interrupted."""
+    _carry(settings)
     config = uvicorn.Config(
-        create_app(settings), host=host, port=port, log_level="warning", lifespan="on"
+        _app(app, settings),
+        host=host,
+        port=port,
+        loop=LOOP,
+        http=HTTP,
+        log_level="warning",
+        lifespan="on",
     )
-    _Server(config, _banner(f"http://{host}:{port}", settings)).run()
+    _Server(config, _banner(f"http://{host}:{port}", settings, app)).run()
 
 
-def serve_workers(host: str, port: int, settings: Settings, workers: int) -> None:
+def _app(app: str, settings: Settings) -> Callable[..., Any]:
+    if app == "fastapi":
+        from examples.fastapi_app.app import create_app
+
+        return create_app(settings)
+    from examples.django_app.asgi import application
+
+    return application
+
+
+def serve_workers(
+    host: str, port: int, settings: Settings, workers: int, app: str = "fastapi"
+) -> None:
     """Several uvicorn workers, each its own app, aggregator and memory layer.
 
     They share what must be shared: one database (an embedded server started
@@ -121,8 +165,7 @@ def serve_workers(host: str, port: int, settings: Settings, workers: int) -> Non
     from examples.homepage.mongo import EmbeddedMongo, connect
 
     env = os.environ
-    # Each worker reads its settings from the environment: carry the switch.
-    env["BATCHPAGE_DEMO_FAULTS"] = "1" if settings.demo_faults else "0"
+    _carry(settings)  # each worker reads its settings from the environment
     if not settings.session_secret:
         env["BATCHPAGE_SESSION_SECRET"] = secrets.token_urlsafe(32)
     with contextlib.ExitStack() as stack:
@@ -141,20 +184,25 @@ def serve_workers(host: str, port: int, settings: Settings, workers: int) -> Non
                     await client.close()
 
             anyio.run(seed_once)
-        print(_banner(f"http://{host}:{port}", settings) + f"({workers} workers)\n", flush=True)
+        banner = _banner(f"http://{host}:{port}", settings, app)
+        print(banner + f"({workers} workers)\n", flush=True)
         config = uvicorn.Config(
-            "examples.fastapi_app.app:create_app",
-            factory=True,
+            APPS[app],
+            factory=app == "fastapi",
             host=host,
             port=port,
+            loop=LOOP,
+            http=HTTP,
             workers=workers,
             log_level="warning",
             lifespan="on",
         )
         # What uvicorn.run does for workers, plus TCP_NODELAY on the listening
         # socket (accepted sockets inherit it): uvicorn binds a socket whose
-        # protocol reads 0, so asyncio does not set TCP_NODELAY on connections,
-        # and a keep-alive request then waits ~40 ms for a delayed ACK.
+        # protocol reads 0, so asyncio's loop does not set TCP_NODELAY on
+        # connections, and a keep-alive request then waits ~40 ms for a delayed
+        # ACK. uvloop sets it on every TCP connection; this keeps it so where
+        # uvloop is missing.
         sock = config.bind_socket()
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         Multiprocess(config, sockets=[sock]).run()
@@ -162,8 +210,9 @@ def serve_workers(host: str, port: int, settings: Settings, workers: int) -> Non
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    logging.getLogger("batchpage").setLevel(logging.WARNING)
+    if args.app == "fastapi":  # Django's LOGGING setting configures the Django app's
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+        logging.getLogger("batchpage").setLevel(logging.WARNING)
     try:
         settings = Settings.from_env(os.environ)
         if args.demo_faults is not None:
@@ -173,12 +222,12 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print("starting the homepage (MongoDB, seed, aggregator)...", flush=True)
+    print(f"starting the {args.app} homepage (MongoDB, seed, aggregator)...", flush=True)
     try:
         if args.workers > 1:
-            serve_workers(args.host, args.port, settings, args.workers)
+            serve_workers(args.host, args.port, settings, args.workers, args.app)
         else:
-            serve(args.host, args.port, settings)
+            serve(args.host, args.port, settings, args.app)
     except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C once it has shut down cleanly
         print("stopped.")
     return 0

@@ -1,7 +1,7 @@
-"""Real HTTP servers for the app tests: the FastAPI app under uvicorn, Django under hypercorn.
+"""Real HTTP servers for the app tests: both apps under uvicorn, as users start them.
 
-Several workers: the FastAPI app as ``./scripts/run --workers N`` starts it
-(``examples.serve``), Django under ``hypercorn --workers N``.
+Several workers as ``./scripts/run [--app django] --workers N`` starts them
+(``examples.serve``); Django under hypercorn too, for ``Lifespan``'s process guard.
 
 Each server is a subprocess on a free loopback port, configured only
 through its environment, as in production: ``MONGODB_URL`` points at the
@@ -57,44 +57,54 @@ _ACCESS_LINE = re.compile(r'"([A-Z]+) (\S+) HTTP/[0-9.]+" ([0-9]{3})')
 
 
 def command(
-    framework: Framework, port: int, *, workers: int = 1, access_log: bool = False
+    framework: Framework,
+    port: int,
+    *,
+    workers: int = 1,
+    access_log: bool = False,
+    server: Literal["uvicorn", "hypercorn"] = "uvicorn",
 ) -> list[str]:
     """The server command line, as a user would type it.
 
     ``access_log`` (uvicorn only) logs every request the server answers, for
-    :meth:`AppServer.requests`.
+    :meth:`AppServer.requests`. ``server="hypercorn"`` runs the Django app
+    under hypercorn instead, whose workers need ``Lifespan``'s process guard.
     """
-    if framework == "fastapi" and workers > 1:
-        # As ./scripts/run --workers N starts them: examples.serve sets the
-        # TCP_NODELAY that uvicorn's own --workers socket lacks (without it a
-        # keep-alive request waits ~40 ms for a delayed ACK).
-        serve = [sys.executable, "-m", "examples.serve", "--host", HOST, "--port", str(port)]
-        return [*serve, "--workers", str(workers)]
-    if framework == "fastapi":
-        logging = ["--log-level", "info"] if access_log else ["--log-level", "warning"]
+    if framework == "django" and server == "hypercorn":
         return [
             sys.executable,
             "-m",
-            "uvicorn",
-            "examples.fastapi_app.app:create_app",
-            "--factory",
-            "--host",
-            HOST,
-            "--port",
-            str(port),
-            *logging,
-            *([] if access_log else ["--no-access-log"]),
+            "hypercorn",
+            "examples.django_app.asgi:application",
+            "--bind",
+            f"{HOST}:{port}",
+            "--log-level",
+            "WARNING",
+            *(["--workers", str(workers)] if workers > 1 else []),
         ]
+    if workers > 1:
+        # As ./scripts/run [--app django] --workers N starts them: examples.serve
+        # sets the TCP_NODELAY that uvicorn's own --workers socket lacks (without
+        # it a keep-alive request waits ~40 ms for a delayed ACK).
+        serve = [sys.executable, "-m", "examples.serve", "--app", framework]
+        return [*serve, "--host", HOST, "--port", str(port), "--workers", str(workers)]
+    target = (
+        ["examples.fastapi_app.app:create_app", "--factory"]
+        if framework == "fastapi"
+        else ["examples.django_app.asgi:application"]
+    )
+    logging = ["--log-level", "info"] if access_log else ["--log-level", "warning"]
     return [
         sys.executable,
         "-m",
-        "hypercorn",
-        "examples.django_app.asgi:application",
-        "--bind",
-        f"{HOST}:{port}",
-        "--log-level",
-        "WARNING",
-        *(["--workers", str(workers)] if workers > 1 else []),
+        "uvicorn",
+        *target,
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        *logging,
+        *([] if access_log else ["--no-access-log"]),
     ]
 
 

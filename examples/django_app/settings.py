@@ -25,8 +25,9 @@ SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY") or _ENV.session_secret or secre
 ALLOWED_HOSTS = os.environ.get("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]").split(",")
 ROOT_URLCONF = "examples.django_app.urls"
 INSTALLED_APPS: list[str] = []
-# The demo sign-in: Django's own session, kept in a signed cookie (no database).
-MIDDLEWARE: list[str] = ["django.contrib.sessions.middleware.SessionMiddleware"]
+# The demo sign-in: Django's own session, kept in a signed cookie (no database), its
+# middleware run on the event loop (no worker thread per request; see .middleware).
+MIDDLEWARE: list[str] = ["examples.django_app.middleware.SessionMiddleware"]
 SESSION_ENGINE = "django.contrib.sessions.backends.signed_cookies"
 SESSION_COOKIE_NAME = "batchpage_session"
 SESSION_COOKIE_AGE = _ENV.session_max_age

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from django.conf import settings  # type: ignore[import-untyped]  # Django ships no types
 from django.urls import path  # type: ignore[import-untyped]
 
@@ -29,6 +31,11 @@ if settings.HOMEPAGE_DEMO_FAULTS:  # the demo's run-time fault switch: off unles
     )
 if settings.HOMEPAGE_DEBUG_VITALS:  # this worker's internals, as the FastAPI app's: off by default
     urlpatterns.append(path("debug/vitals", get_only(views.debug_vitals)))
+if os.environ.get("BATCHPAGE_BENCH_BARE") == "1":  # the benchmarks' bare views, as in FastAPI's
+    urlpatterns += [
+        path("bench/bare", get_only(views.bench_bare)),
+        path("bench/bare-no-identity", get_only(views.bench_bare_no_identity)),
+    ]
 
 # No route, or a request Django refused: the JSON error shape, not an HTML page.
 handler400 = error_view(400)

@@ -159,6 +159,37 @@ async def demo(request: HttpRequest) -> HttpResponse:
     return HttpResponse(DEMO_PAGE.read_bytes(), content_type="text/html; charset=utf-8")
 
 
+_bare_body: list[bytes] = []
+
+
+async def _page_bytes(request: HttpRequest) -> bytes:
+    if not _bare_body:
+        _bare_body.append((await _homepage(request).endpoint.respond(b"limit=10")).body)
+    return _bare_body[0]
+
+
+async def bench_bare(request: HttpRequest) -> HttpResponse:
+    """The bytes of one ``/homepage?limit=10`` page, for a user known as ``homepage`` knows them.
+
+    Routed only with ``BATCHPAGE_BENCH_BARE=1``, for ``benchmarks/``: the
+    page's bytes fetched once, then answered as they are, after the same
+    identity hook as :func:`homepage` (the application's work, not batchpage's).
+    """
+    current_user(request)
+    return _bare_response(await _page_bytes(request))
+
+
+async def bench_bare_no_identity(request: HttpRequest) -> HttpResponse:
+    """:func:`bench_bare` without the identity hook: Django's floor."""
+    return _bare_response(await _page_bytes(request))
+
+
+def _bare_response(body: bytes) -> HttpResponse:
+    # Content-Length, as the page has: the server then frames both alike (not chunked).
+    headers = {"Content-Type": "application/json", "Content-Length": str(len(body))}
+    return HttpResponse(body, headers=headers)
+
+
 def _query(request: HttpRequest) -> bytes:
     # The raw bytes, as the FastAPI app reads them, so both apps judge the same input.
     query: bytes = request.scope.get("query_string", b"")

@@ -28,6 +28,7 @@ route                               answer
                                     run-time fault switch
                                     (:mod:`examples.service.demo`)
 ``GET /bench/bare``                 only with ``BATCHPAGE_BENCH_BARE=1``: see below
+``GET /bench/bare-no-identity``     the same
 ``GET /debug/vitals``               only with ``BATCHPAGE_DEBUG_VITALS=1``: this
                                     worker's tasks, threads, sockets, memory and
                                     counters (:mod:`examples.service.vitals`)
@@ -36,11 +37,13 @@ route                               answer
 Every route honours ``X-Simulated-Latency-Ms: <0..2000>``: the answer comes
 that many ms late, marked ``no-store`` (:class:`examples.service.demo.SimulatedLatency`).
 
-``BATCHPAGE_BENCH_BARE=1`` (off by default) adds ``GET /bench/bare`` for
-``benchmarks/bench_http.py``: a bare FastAPI endpoint that answers the bytes
-of one ``/homepage?limit=10`` page (fetched by its first call) with
-``Content-Type: application/json`` and does nothing else, so the benchmark
-can compare ``/homepage`` with it on the same server.
+``BATCHPAGE_BENCH_BARE=1`` (off by default) adds two bare endpoints for
+``benchmarks/``: each answers the bytes of one ``/homepage?limit=10`` page
+(fetched by its first call) with ``Content-Type: application/json`` and does
+nothing else, so a benchmark can compare ``/homepage`` with them on the same
+server. ``/bench/bare`` first asks who the user is, through the same
+dependency as ``/homepage`` (the application's work, not batchpage's);
+``/bench/bare-no-identity`` does not, and is the framework's floor.
 """
 
 from __future__ import annotations
@@ -253,14 +256,23 @@ def _add_demo_faults(app: FastAPI) -> None:
 
 
 def _add_bench_bare(app: FastAPI) -> None:
-    """``GET /bench/bare``: a page's bytes, fetched once, then answered as they are."""
+    """The bare endpoints: a page's bytes, fetched once, then answered as they are."""
     body: list[bytes] = []
 
-    @app.get("/bench/bare")
-    async def bench_bare(request: Request) -> Response:
+    async def page_bytes(request: Request) -> bytes:
         if not body:
             body.append((await _homepage(request).endpoint.respond(b"limit=10")).body)
-        return Response(body[0], media_type="application/json")
+        return body[0]
+
+    @app.get("/bench/bare", include_in_schema=False)
+    async def bench_bare(request: Request, user: str | None = User) -> Response:
+        """The page's bytes, for a user known as ``/homepage`` knows them."""
+        return Response(await page_bytes(request), media_type="application/json")
+
+    @app.get("/bench/bare-no-identity", include_in_schema=False)
+    async def bench_bare_no_identity(request: Request) -> Response:
+        """The page's bytes, and nothing else."""
+        return Response(await page_bytes(request), media_type="application/json")
 
 
 async def _legacy(request: Request, name: str | None, user: str | None) -> Response:

@@ -10,23 +10,29 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from batchpage import (
     Aggregator,
     BreakerPolicy,
     BreakerState,
     CachePolicy,
+    CacheStatus,
+    ErrorCode,
     Executor,
     MemoryCache,
     PageResult,
     RequestContext,
     Section,
+    SectionError,
     SectionResult,
 )
+from batchpage.contrib import prometheus
 from batchpage.contrib.otel import OpenTelemetryObserver
 from batchpage.contrib.prometheus import PrometheusObserver
 from batchpage.extend import Observer, RefreshOutcome
@@ -204,6 +210,126 @@ async def test_prometheus_metrics_after_a_day_of_pages(
         assert sample(registry, "batchpage_refresh_backlog", page="ops") == 0
         memory = {"layer": "memory", "result": "entries"}
         assert sample(registry, "batchpage_cache_operations_total", **memory) == 2
+
+
+class ClientLibraryObserver(Observer):
+    """The metrics as ``prometheus_client``'s own Counter and Histogram keep them: the reference."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        buckets = prometheus.BUCKETS
+        self.pages = Counter("batchpage_pages", "", ["page", "status"], registry=registry)
+        self.page_duration = Histogram(
+            "batchpage_page_duration_seconds", "", ["page"], buckets=buckets, registry=registry
+        )
+        self.section_duration = Histogram(
+            "batchpage_section_duration_seconds",
+            "",
+            ["page", "section", "outcome"],
+            buckets=buckets,
+            registry=registry,
+        )
+        self.section_results = Counter(
+            "batchpage_section_results", "", ["page", "section", "cache", "code"], registry=registry
+        )
+        self.refreshes = Counter(
+            "batchpage_refreshes", "", ["page", "section", "outcome"], registry=registry
+        )
+        self.abandoned = Counter("batchpage_threads_abandoned", "", ["section"], registry=registry)
+
+    def page_finished(self, token: object, page: str, result: PageResult) -> None:
+        self.pages.labels(page, str(result.status_code)).inc()
+        self.page_duration.labels(page).observe(result.total_ms / 1000)
+
+    def section_finished(self, token: object, page: str, result: SectionResult) -> None:
+        outcome = "error" if result.unavailable else "stand_in" if result.stand_in else "ok"
+        self.section_duration.labels(page, result.name, outcome).observe(result.elapsed_ms / 1000)
+        code = "" if result.error is None else result.error.code.value
+        self.section_results.labels(page, result.name, result.cache.value, code).inc()
+
+    def refresh(self, page: str, section: str, outcome: RefreshOutcome) -> None:
+        self.refreshes.labels(page, section, outcome.value).inc()
+
+    def thread_abandoned(self, section: str) -> None:
+        self.abandoned.labels(section).inc()
+
+
+def samples(registry: CollectorRegistry) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of the batchpage counters and histograms, ``*_created`` aside."""
+    out: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+    for family in registry.collect():
+        if family.name.startswith(("batchpage_breaker", "batchpage_cache", "batchpage_refresh_b")):
+            continue  # the gauges read at scrape time: not tallied
+        for sample in family.samples:
+            if not sample.name.endswith("_created"):
+                out[sample.name, tuple(sorted(sample.labels.items()))] = sample.value
+    return out
+
+
+event_ms = st.sampled_from([0.0, 0.5, 1.0, 2.5, 7.3, 80.0, 250.0, 6000.0]) | st.floats(0, 9000)
+
+
+@st.composite
+def hook_calls(draw: st.DrawFn) -> tuple[str, tuple[object, ...]]:
+    """One hook call, as an aggregator makes them."""
+    kind = draw(st.sampled_from(["section", "section", "page", "refresh", "abandoned"]))
+    page, name = draw(st.sampled_from(["p", "q"])), draw(st.sampled_from(["a", "b", "c"]))
+    code = draw(st.none() | st.sampled_from(list(ErrorCode)))
+    error = None if code is None else SectionError(name, code, "failed")
+    result = SectionResult(
+        name,
+        b"1",
+        draw(st.sampled_from(list(CacheStatus))),
+        draw(event_ms),
+        error,
+        error is not None and draw(st.booleans()),
+    )
+    if kind == "section":
+        return kind, (None, page, result)
+    if kind == "page":
+        built = PageResult(
+            {name: result},
+            version="v1",
+            generated_at=0,
+            total_ms=draw(event_ms),
+            required=draw(st.sampled_from([frozenset(), frozenset({name})])),
+        )
+        return kind, (None, page, built)
+    if kind == "refresh":
+        return kind, (page, name, draw(st.sampled_from(list(RefreshOutcome))))
+    return kind, (name,)
+
+
+HOOKS = {
+    "section": "section_finished",
+    "page": "page_finished",
+    "refresh": "refresh",
+    "abandoned": "thread_abandoned",
+}
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(hook_calls(), max_size=60))
+def test_prometheus_tallies_are_the_client_library_metrics(
+    calls: list[tuple[str, tuple[object, ...]]],
+) -> None:
+    """Any hook calls: the same samples as prometheus_client's Counter and Histogram would give."""
+    ours, theirs = CollectorRegistry(), CollectorRegistry()
+    observers = [PrometheusObserver(registry=ours), ClientLibraryObserver(theirs)]
+    for kind, args in calls:
+        for observer in observers:
+            getattr(observer, HOOKS[kind])(*args)
+    expected, got = samples(theirs), samples(ours)
+    assert got.keys() == expected.keys()
+    for key, value in expected.items():
+        assert got[key] == pytest.approx(value, rel=1e-9), key
+
+
+def test_two_prometheus_observers_on_one_registry_are_refused() -> None:
+    """Their series would collide: the second is refused, as prometheus_client refuses it."""
+    registry = CollectorRegistry()
+    PrometheusObserver(registry=registry)
+    with pytest.raises(ValueError, match="Duplicated"):
+        PrometheusObserver(registry=registry)
 
 
 # -- OpenTelemetry ----------------------------------------------------------------

@@ -44,7 +44,14 @@ Stop = Literal["sigint", "sigterm", "sigterm-group", "sigkill"]
 STOPS: Final[tuple[Stop, ...]] = ("sigint", "sigterm", "sigterm-group", "sigkill")
 
 
-Server = Literal["fastapi", "fastapi-workers", "django", "django-workers"]
+Server = Literal[
+    "fastapi",
+    "fastapi-workers",
+    "django",
+    "django-workers",
+    "django-hypercorn",
+    "django-hypercorn-workers",
+]
 
 
 def _command(framework: Server, port: int) -> list[str]:
@@ -53,9 +60,13 @@ def _command(framework: Server, port: int) -> list[str]:
         return serve
     if framework == "fastapi-workers":  # ./scripts/run --workers 2
         return [*serve, "--workers", "2"]
-    if framework == "django-workers":  # hypercorn --workers 2 ...: an embedded database each
-        return server_command("django", port, workers=2)
-    return server_command("django", port)  # hypercorn examples.django_app.asgi:application
+    if framework == "django-workers":  # ./scripts/run --app django --workers 2
+        return [*serve, "--app", "django", "--workers", "2"]
+    if framework == "django-hypercorn":  # hypercorn: Lifespan's process guard at work
+        return server_command("django", port, server="hypercorn")
+    if framework == "django-hypercorn-workers":  # hypercorn --workers 2: a database each
+        return server_command("django", port, workers=2, server="hypercorn")
+    return server_command("django", port)  # uvicorn examples.django_app.asgi:application
 
 
 def _environment() -> dict[str, str]:
@@ -128,7 +139,17 @@ def _stop(process: subprocess.Popen[bytes], how: Stop) -> None:
 
 
 @pytest.mark.parametrize("how", STOPS)
-@pytest.mark.parametrize("framework", ["fastapi", "fastapi-workers", "django", "django-workers"])
+@pytest.mark.parametrize(
+    "framework",
+    [
+        "fastapi",
+        "fastapi-workers",
+        "django",
+        "django-workers",
+        "django-hypercorn",
+        "django-hypercorn-workers",
+    ],
+)
 def test_nothing_outlives_the_example_server(
     framework: Server, how: Stop, tmp_path: Path, reaper: list[Proc]
 ) -> None:
@@ -150,7 +171,7 @@ def test_a_dead_hypercorn_worker_ends_the_server_and_all_it_started(
     must restart it whatever its status. The dead worker's embedded
     database ends through its watchdog, the others' through the lifespan.
     """
-    with _serving("django-workers", tmp_path, reaper) as (process, started, log):
+    with _serving("django-hypercorn-workers", tmp_path, reaper) as (process, started, log):
         workers = [p for p in started if p.ppid == process.pid and "spawn_main" in p.cmdline]
         assert len(workers) == 2, started
         os.kill(workers[0].pid, signal.SIGKILL)
@@ -188,7 +209,8 @@ def _serving(
         argvs = [p.cmdline.split() for p in started]
         # nx-27017 is a Python console script: "python .../nx-27017 --db memory ...".
         servers = [argv for argv in argvs if any(Path(a).name == "nx-27017" for a in argv[:2])]
-        expected = workers if framework == "django-workers" else 1  # one per lifespan starting one
+        # hypercorn: one per worker's lifespan; examples.serve: one, shared by its workers
+        expected = workers if framework == "django-hypercorn-workers" else 1
         assert len(servers) == expected, f"not {expected} nx-27017 under the server: {started}"
         workdirs += [Path(argv[argv.index("--pid-file") + 1]).parent for argv in servers]
         yield process, started, log

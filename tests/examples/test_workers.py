@@ -1,8 +1,8 @@
 """Four workers of each example over one Redis and over a Redis Cluster: one refresh per stale key.
 
-The FastAPI example runs as ``./scripts/run --workers 4`` starts it (uvicorn's
-supervisor), the Django example under ``hypercorn --workers 4``; each over
-one ``redis-server`` and over a 3+3 Redis Cluster. Each worker has its own
+Both examples run as ``./scripts/run [--app django] --workers 4`` starts them
+(uvicorn's supervisor, uvloop and httptools); each over one
+``redis-server`` and over a 3+3 Redis Cluster. Each worker has its own
 memory layer over the shared Redis. ``/debug/vitals`` (on with
 ``BATCHPAGE_DEBUG_VITALS=1``, same JSON in both apps) names the worker that
 answered, so the test reads every worker's counters by asking on new
@@ -10,10 +10,10 @@ connections until each pid has answered. Figures of a run go to
 ``docs/reliability.md`` through ``BATCHPAGE_RELIABILITY_REPORT`` (see
 ``test_fault_matrix``).
 
-A worker killed under load is the FastAPI example's test only: uvicorn's
-supervisor starts another, whereas hypercorn ends the whole server when one
-worker dies (``tests/examples/test_example_shutdown.py`` shows that nothing
-is left behind then).
+A worker killed under load: uvicorn's supervisor starts another (hypercorn,
+which some run Django under, ends the whole server when one worker dies:
+``tests/examples/test_example_shutdown.py`` shows that nothing is left
+behind then).
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def anyio_backend() -> str:
 
 Shared = RedisServer | RedisClusterServer
 
-#: (app, shared layer) of each four-workers server; the first two are the FastAPI app's.
+#: (app, shared layer) of each four-workers server.
 SETUPS: list[tuple[Framework, str]] = [
     ("fastapi", "redis"),
     ("fastapi", "cluster"),
@@ -131,7 +131,7 @@ def total(server: AppServer, *path: str) -> int:
 def report(row: dict[str, Any], server: AppServer, shared: Shared) -> None:
     path = os.environ.get(REPORT_ENV)
     if path:
-        app = "FastAPI, uvicorn" if server.framework == "fastapi" else "Django, hypercorn"
+        app = "FastAPI" if server.framework == "fastapi" else "Django"
         over = "Redis Cluster" if isinstance(shared, RedisClusterServer) else "one Redis"
         row = {**row, "test": f"{row['test']} ({app}, {over})", "shared": over}
         with Path(path).open("a") as out:
@@ -248,7 +248,6 @@ async def test_a_dead_holder_blocks_nobody_past_its_lock(
     assert set(after["metadata"]["cache"].values()) <= {"HIT", "MISS"}
 
 
-@pytest.mark.parametrize("workers", SETUPS[:2], ids=SETUP_IDS[:2], indirect=True)
 async def test_a_worker_killed_under_load_fails_no_request_past_a_retry(
     workers: tuple[AppServer, Shared],
 ) -> None:

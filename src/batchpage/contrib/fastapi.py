@@ -52,9 +52,41 @@ __all__ = [
 ]
 
 
+RawHeaders = tuple[tuple[bytes, bytes], ...]
+
+#: Replies' headers as ASGI sends them, by the reply's headers: warm pages repeat theirs.
+_raw_headers: dict[tuple[tuple[str, str], ...], tuple[RawHeaders, bool]] = {}
+_RAW_HEADERS_SIZE = 256
+
+
+def _encoded(headers: tuple[tuple[str, str], ...]) -> tuple[RawHeaders, bool]:
+    """The headers lower-cased and encoded as Starlette does, and whether one is Content-Length."""
+    found = _raw_headers.get(headers)
+    if found is None:
+        raw = tuple((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers)
+        found = (raw, any(k == b"content-length" for k, _ in raw))
+        if len(_raw_headers) >= _RAW_HEADERS_SIZE:
+            _raw_headers.clear()
+        _raw_headers[headers] = found
+    return found
+
+
+class _ReplyResponse(Response):
+    """A response made of a reply as it is: what ``Response(...)`` would hold, built for less."""
+
+    def __init__(self, reply: Reply) -> None:
+        raw, sized = _encoded(reply.headers)
+        self.status_code = reply.status
+        self.background = None
+        self.body = reply.body
+        self.raw_headers = list(raw)  # middleware may change a response's headers in place
+        if not sized and reply.status >= 200 and reply.status not in (204, 304):
+            self.raw_headers.append((b"content-length", str(len(reply.body)).encode("latin-1")))
+
+
 def to_response(reply: Reply) -> Response:
-    """A Starlette response with the reply's status, headers and body."""
-    return Response(reply.body, status_code=reply.status, headers=dict(reply.headers))
+    """A Starlette response with the reply's status, headers (each of them) and body."""
+    return _ReplyResponse(reply)
 
 
 class ClosingStreamingResponse(StreamingResponse):
@@ -89,7 +121,8 @@ def _query(request: Request) -> bytes:
 
 def _if_none_match(request: Request) -> str | None:
     # Every line of the header, as one list (RFC 9110), not the first alone; Django joins too.
-    values = request.headers.getlist("if-none-match")
+    # From the scope, as Starlette's Headers would read it, without building one.
+    values = [v.decode("latin-1") for k, v in request.scope["headers"] if k == b"if-none-match"]
     return ", ".join(values) if values else None
 
 

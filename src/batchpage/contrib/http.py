@@ -400,6 +400,85 @@ def server_timing(page: PageResult) -> str:
     return ", ".join(entries)
 
 
+# -- the render cache ------------------------------------------------------
+
+
+class _Rendered:
+    """A rendered page: its reply, its ETag, and how many headers a 304 keeps."""
+
+    __slots__ = ("_not_modified", "bare", "etag", "reply")
+
+    def __init__(self, reply: Reply, etag: str, bare: int) -> None:
+        self.reply = reply
+        self.etag = etag
+        self.bare = bare
+        self._not_modified: Reply | None = None
+
+    def not_modified(self) -> Reply:
+        """The 304: the 200's headers up to (not including) its body's."""
+        if self._not_modified is None:
+            self._not_modified = Reply(304, self.reply.headers[: self.bare])
+        return self._not_modified
+
+
+RenderKey = tuple[object, ...]
+
+
+def _render_key(page: PageResult, personal: bool) -> RenderKey:
+    """Everything :meth:`PageEndpoint._render` reads of a page, as the wire shows it.
+
+    Times as the body writes them (``repr(round(ms, 1))``, which also fixes
+    ``Server-Timing``'s ``f"{ms:.1f}"``), ``generatedAt`` to its second; the
+    sections' bytes are compared as bytes (for a warm page, the very object
+    the cache holds: a cheap comparison).
+    """
+    key: list[object] = [
+        personal,
+        page.status_code,
+        page.version,
+        int(page.generated_at),
+        repr(round(page.total_ms, 1)),
+    ]
+    last_ms, last = -1.0, ""
+    for name, result in page.results.items():
+        ms = result.elapsed_ms
+        if ms != last_ms:  # a warm page's sections share one lookup time
+            last_ms, last = ms, repr(round(ms, 1))
+        key += (name, result.encoded, result.cache, last, result.error)
+    return tuple(key)
+
+
+class _RenderCache:
+    """Replies by render key, oldest out first, within a budget of bytes kept alive."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._entries: dict[RenderKey, tuple[_Rendered, int]] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: RenderKey) -> _Rendered | None:
+        found = self._entries.get(key)
+        return None if found is None else found[0]
+
+    def put(self, key: RenderKey, rendered: _Rendered) -> None:
+        # The body, and the sections' bytes the key holds (the cache may drop them first).
+        size = len(rendered.reply.body) + sum(len(k) for k in key if isinstance(k, bytes))
+        if size > self.max_bytes:
+            return
+        entries = self._entries
+        while entries and self.bytes + size > self.max_bytes:
+            oldest = next(iter(entries))
+            self.bytes -= entries.pop(oldest)[1]
+        previous = entries.pop(key, None)
+        if previous is not None:
+            self.bytes -= previous[1]
+        entries[key] = (rendered, size)
+        self.bytes += size
+
+
 # -- the page endpoint -----------------------------------------------------
 
 
@@ -430,6 +509,19 @@ class PageEndpoint:
     for a section that is not global (a per-user section, or a custom scope,
     which may read the user id). An anonymous page, or a user's page of
     global sections only, is the same for everyone who sends that URL.
+
+    Warm pages repeat: :meth:`render` keeps the last replies it made, keyed
+    by everything a reply is made of (each section's stored bytes, cache
+    status, error and time as rounded on the wire, the page's status,
+    version, total time as rounded and ``generatedAt`` second, and whether
+    the page is personal), and answers an identical page with the identical
+    reply, without joining the body, hashing the ``ETag`` or formatting
+    ``Server-Timing`` again. Whatever changes the page (a fill, a stale or
+    expired entry, an invalidation, another user's or another query's
+    sections, the next second) changes the key, so a reply is never
+    reused for a page it was not made for. ``render_cache_bytes`` bounds
+    the bytes those replies keep alive (their bodies and the section bytes
+    in their keys); ``0`` turns the memo off.
     """
 
     def __init__(
@@ -443,6 +535,7 @@ class PageEndpoint:
         stale_while_revalidate: int = 120,
         partial_max_age: int = 5,
         retry_after: int = 5,
+        render_cache_bytes: int = 4 * 1024 * 1024,
     ) -> None:
         if not isinstance(aggregator, Aggregator):
             raise TypeError(f"aggregator must be an Aggregator, not {aggregator!r}")
@@ -466,6 +559,9 @@ class PageEndpoint:
         self._personal: dict[tuple[str, ...] | None, bool] = {}
         # Valid requests seen lately: parsing is most of a warm page's own cost.
         self._parsed: dict[tuple[str | bytes, str | None], PageRequest] = {}
+        self._renders = _RenderCache(
+            _check_count(render_cache_bytes, "render_cache_bytes", minimum=0)
+        )
 
     # -- requests -----------------------------------------------------------
 
@@ -527,9 +623,12 @@ class PageEndpoint:
         A 503 is ``no-store``; a personal page ``private, no-store``; a page
         with a failed section public for ``partial_max_age`` seconds only.
         """
+        return self._cache_control(page, self.is_personal(request))
+
+    def _cache_control(self, page: PageResult, personal: bool) -> str:
         if page.status_code != 200:
             return _NO_STORE
-        if self.is_personal(request):
+        if personal:
             return "private, no-store"
         if any(r.error is not None for r in page.results.values()):
             return self._partial
@@ -538,23 +637,38 @@ class PageEndpoint:
     def render(
         self, page: PageResult, request: PageRequest, *, if_none_match: str | None = None
     ) -> Reply:
-        """The response for a fetched page: 200, 304 or 503, with every header."""
+        """The response for a fetched page: 200, 304 or 503, with every header.
+
+        A page identical to one rendered lately gets that reply again (see
+        the class's docs): the same bytes a new rendering would make.
+        """
+        personal = self.is_personal(request)
+        key = _render_key(page, personal)
+        rendered = self._renders.get(key)
+        if rendered is None:
+            rendered = self._render(page, personal)
+            self._renders.put(key, rendered)
+        reply = rendered.reply
+        if reply.status == 200 and if_none_match_matches(if_none_match, rendered.etag):
+            return rendered.not_modified()
+        return reply
+
+    def _render(self, page: PageResult, personal: bool) -> _Rendered:
         status = page.status_code
         etag = page_etag(page)
         headers: list[tuple[str, str]] = [
-            ("Cache-Control", self.cache_control(page, request)),
+            ("Cache-Control", self._cache_control(page, personal)),
             ("ETag", etag),
             ("Server-Timing", server_timing(page)),
             *self._vary,
         ]
-        if status == 200 and if_none_match_matches(if_none_match, etag):
-            return Reply(304, tuple(headers))
+        bare = len(headers)  # what a 304 says
         if status == 503:
             headers.append(("Retry-After", str(self.retry_after)))
         body = page.to_json()
         headers.append(("Content-Type", JSON))
         headers.append(("Content-Length", str(len(body))))
-        return Reply(status, tuple(headers), body)
+        return _Rendered(Reply(status, tuple(headers), body), etag, bare)
 
     # -- streaming ----------------------------------------------------------
 
