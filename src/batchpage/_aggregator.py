@@ -34,7 +34,7 @@ from ._keys import KeyBuilder, check_part
 from ._layered import LayeredCache, LayeredCacheStats
 from ._loop import running_loop
 from ._memory import MemoryCache
-from ._observer import Observer, Observers
+from ._observer import Observer, combined
 from ._result import NULL, CacheStatus, PageResult, SectionResult, WarmPage, page_from_view
 from ._scope import Scope
 from ._section import Section
@@ -153,7 +153,7 @@ class Aggregator:
         self.fail_fast = fail_fast
         if isinstance(observers, Observer):
             raise TypeError("observers must be a sequence of Observer objects, not one Observer")
-        self._observer: Observer | None = Observers(observers) if observers else None
+        self._observer: Observer | None = combined(observers)
         self._breakers = {
             s.name: CircuitBreaker(
                 s.breaker, anyio.current_time, on_change=self._breaker_hook(s.name)
@@ -383,11 +383,7 @@ class Aggregator:
 
     def _observe_warm(self, ctx: RequestContext, page: PageResult, observer: Observer) -> None:
         """Tell ``observer`` of a page answered from a view, as of any page from the cache."""
-        name = self.keys.page
-        token = observer.page_started(name, ctx)
-        for result in page.results.values():
-            observer.section_finished(None, name, result)
-        observer.page_finished(token, name, page)
+        observer.page_from_memory(self.keys.page, ctx, page)
 
     async def _fetch_observed(
         self, ctx: RequestContext, plan: _Plan, start: float, observer: Observer

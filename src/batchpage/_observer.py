@@ -57,6 +57,19 @@ class Observer:
         """A section goes to its source (a cache hit skips this), in the section's task."""
         return None
 
+    def page_from_memory(self, page: str, ctx: RequestContext, result: PageResult) -> None:
+        """A page answered whole from memory, every section a fresh HIT.
+
+        By default the hooks of any page read from the cache, in turn:
+        :meth:`page_started`, :meth:`section_finished` for each section (token
+        ``None``), :meth:`page_finished`. On a warm page those calls are most
+        of the aggregator's own work: override this to count such a page at once.
+        """
+        token = self.page_started(page, ctx)
+        for section in result.results.values():
+            self.section_finished(None, page, section)
+        self.page_finished(token, page, result)
+
     def section_finished(self, token: object, page: str, result: SectionResult) -> None:
         """A section has its result, cached or fetched; ``token`` is ``None`` for a hit."""
 
@@ -93,6 +106,10 @@ class Observers(Observer):
     def section_started(self, page: str, section: str) -> object:
         return tuple(_safely(o.section_started, page, section) for o in self.observers)
 
+    def page_from_memory(self, page: str, ctx: RequestContext, result: PageResult) -> None:
+        for o in self.observers:
+            _safely(o.page_from_memory, page, ctx, result)
+
     def section_finished(self, token: object, page: str, result: SectionResult) -> None:
         tokens = token if isinstance(token, tuple) else (None,) * len(self.observers)
         for o, t in zip(self.observers, tokens, strict=True):
@@ -113,6 +130,55 @@ class Observers(Observer):
     def thread_abandoned(self, section: str) -> None:
         for o in self.observers:
             _safely(o.thread_abandoned, section)
+
+
+class GuardedObserver(Observer):
+    """One observer, each hook guarded as :class:`Observers` guards them, without the fan-out.
+
+    Most aggregators have one observer; on a warm page its hooks are most of
+    the aggregator's own work, so they are called directly.
+    """
+
+    def __init__(self, observer: Observer) -> None:
+        if not isinstance(observer, Observer):
+            raise TypeError(f"observers must be Observer objects, not {observer!r}")
+        self.observer = observer
+
+    def page_started(self, page: str, ctx: RequestContext) -> object:
+        return _safely(self.observer.page_started, page, ctx)
+
+    def page_finished(self, token: object, page: str, result: PageResult) -> None:
+        _safely(self.observer.page_finished, token, page, result)
+
+    def section_started(self, page: str, section: str) -> object:
+        return _safely(self.observer.section_started, page, section)
+
+    def page_from_memory(self, page: str, ctx: RequestContext, result: PageResult) -> None:
+        _safely(self.observer.page_from_memory, page, ctx, result)
+
+    def section_finished(self, token: object, page: str, result: SectionResult) -> None:
+        _safely(self.observer.section_finished, token, page, result)
+
+    def refresh(self, page: str, section: str, outcome: RefreshOutcome) -> None:
+        _safely(self.observer.refresh, page, section, outcome)
+
+    def breaker_changed(self, page: str, section: str, state: BreakerState) -> None:
+        _safely(self.observer.breaker_changed, page, section, state)
+
+    def cache_health(self, layer: str, healthy: bool) -> None:
+        _safely(self.observer.cache_health, layer, healthy)
+
+    def thread_abandoned(self, section: str) -> None:
+        _safely(self.observer.thread_abandoned, section)
+
+
+def combined(observers: Sequence[Observer]) -> Observer | None:
+    """``observers`` as one guarded observer; ``None`` for none."""
+    if not observers:
+        return None
+    if len(observers) == 1:
+        return GuardedObserver(observers[0])
+    return Observers(observers)
 
 
 def _safely(hook: Callable[..., object], *args: object) -> object:

@@ -448,3 +448,31 @@ def test_observers_must_be_observers() -> None:
         Aggregator(sections, page="ops", observers=[object()])  # type: ignore[list-item]
     with pytest.raises(TypeError, match="not one Observer"):
         Aggregator(sections, page="ops", observers=Observer())  # type: ignore[arg-type]
+
+
+async def test_a_page_from_memory_comes_through_one_hook_as_the_hooks_one_by_one() -> None:
+    """A page answered from a memory view: ``page_from_memory``, which by default is the
+    usual hooks in turn; PrometheusObserver's own version tallies exactly what they do."""
+    sections = [Section(name=n, source=Recorder(n), cache=CachePolicy(fresh=60)) for n in "abc"]
+    recording = Recording()
+    registry = CollectorRegistry()
+    tallying = PrometheusObserver(registry=registry)
+    async with Aggregator(
+        sections, page="warm", cache=MemoryCache(), observers=[recording, tallying]
+    ) as agg:
+        await agg.fetch()  # from the sources: the view is made
+        recording.calls.clear()
+        before = samples(registry)
+        page = await agg.fetch()  # from the view
+    assert recording.calls == [
+        ("page_started", "warm"),
+        *[("section_finished", None, n, "HIT", None) for n in "abc"],
+        ("page_finished", "page-token", 200),
+    ]
+    one_by_one_registry = CollectorRegistry()
+    one_by_one = PrometheusObserver(registry=one_by_one_registry)
+    Observer.page_from_memory(one_by_one, "warm", RequestContext(), page)  # the hooks in turn
+    after = samples(registry)
+    added = {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)}
+    assert added == {k: v for k, v in samples(one_by_one_registry).items() if v}
+    assert any(dict(labels).get("cache") == "HIT" for _, labels in added)

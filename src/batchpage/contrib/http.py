@@ -45,6 +45,7 @@ from batchpage import (
     Scope,
     SectionResult,
 )
+from batchpage._result import WarmPage  # a page read from a memory view: see _render_key
 
 __all__ = [
     "JSON",
@@ -432,6 +433,12 @@ def _render_key(page: PageResult, personal: bool) -> RenderKey:
     sections' bytes are compared as bytes (for a warm page, the very object
     the cache holds: a cheap comparison).
     """
+    warm = page._warm
+    if warm is not None:
+        # Answered from a memory view: the view fixes the sections' bytes, the
+        # version and the status (200, every section a HIT); each section's
+        # time is the page's.
+        return (personal, warm, int(page.generated_at), repr(round(page.total_ms, 1)))
     key: list[object] = [
         personal,
         page.status_code,
@@ -465,7 +472,11 @@ class _RenderCache:
 
     def put(self, key: RenderKey, rendered: _Rendered) -> None:
         # The body, and the sections' bytes the key holds (the cache may drop them first).
-        size = len(rendered.reply.body) + sum(len(k) for k in key if isinstance(k, bytes))
+        size = len(rendered.reply.body) + sum(
+            len(k) if isinstance(k, bytes) else sum(map(len, k.payloads))
+            for k in key
+            if isinstance(k, bytes | WarmPage)
+        )
         if size > self.max_bytes:
             return
         entries = self._entries

@@ -53,6 +53,7 @@ from batchpage import (
     MemoryCache,
     PageResult,
     RedisCache,
+    RequestContext,
     SectionResult,
 )
 from batchpage._extras import require
@@ -120,18 +121,33 @@ class PrometheusObserver(Observer):
 
     def page_finished(self, token: object, page: str, result: PageResult) -> None:
         """Count the page by status and observe its time."""
-        key = (page, result.status_code)
-        seconds = result.total_ms / 1000
         with self._lock:
-            tally = self._pages.get(key)
-            if tally is None:
-                tally = self._pages[key] = _tally()
-            tally[0] += 1
-            tally[1] += seconds
-            tally[2 + bisect_left(BUCKETS, seconds)] += 1
+            self._page(page, result)
 
     def section_finished(self, token: object, page: str, result: SectionResult) -> None:
         """Observe the section's time by outcome; count it by cache status and error code."""
+        with self._lock:
+            self._section(page, result)
+
+    def page_from_memory(self, page: str, ctx: RequestContext, result: PageResult) -> None:
+        """The tallies of :meth:`section_finished` for each section and :meth:`page_finished`,
+        under one hold of the lock."""
+        with self._lock:
+            for section in result.results.values():
+                self._section(page, section)
+            self._page(page, result)
+
+    def _page(self, page: str, result: PageResult) -> None:
+        key = (page, result.status_code)
+        seconds = result.total_ms / 1000
+        tally = self._pages.get(key)
+        if tally is None:
+            tally = self._pages[key] = _tally()
+        tally[0] += 1
+        tally[1] += seconds
+        tally[2 + bisect_left(BUCKETS, seconds)] += 1
+
+    def _section(self, page: str, result: SectionResult) -> None:
         error = result.error
         if error is None:
             key = (page, result.name, result.cache, "", "stand_in" if result.stand_in else "ok")
@@ -139,13 +155,12 @@ class PrometheusObserver(Observer):
             outcome = "stand_in" if result.stand_in else "error"
             key = (page, result.name, result.cache, error.code, outcome)
         seconds = result.elapsed_ms / 1000
-        with self._lock:
-            tally = self._sections.get(key)
-            if tally is None:
-                tally = self._sections[key] = _tally()
-            tally[0] += 1
-            tally[1] += seconds
-            tally[2 + bisect_left(BUCKETS, seconds)] += 1
+        tally = self._sections.get(key)
+        if tally is None:
+            tally = self._sections[key] = _tally()
+        tally[0] += 1
+        tally[1] += seconds
+        tally[2 + bisect_left(BUCKETS, seconds)] += 1
 
     def refresh(self, page: str, section: str, outcome: RefreshOutcome) -> None:
         """Count a background refresh's outcome."""
