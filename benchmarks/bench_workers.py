@@ -185,6 +185,10 @@ async def _memory_pages(
                     Aggregator(sections, page="homepage", cache=cache)
                 )
                 await agg.fetch(ctx)  # cold: fills memory and Redis
+                # Entries the servers wrote earlier may be stale by now (flash
+                # sales are fresh 15 s): their background refreshes finish first.
+                await agg.settle()
+                await agg.fetch(ctx)
                 statuses = {r.cache for r in (await agg.fetch(ctx)).results.values()}
                 if statuses != {CacheStatus.HIT}:
                     raise RuntimeError(f"the page over {label} is not warm: {statuses}")

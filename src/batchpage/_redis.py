@@ -532,6 +532,7 @@ class RedisCache:
         task = asyncio.get_running_loop().create_task(command(), name=f"batchpage redis {op}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(_retrieved)
         return task
 
     def _failed(
@@ -1078,3 +1079,13 @@ def _without_retries(client: Any) -> Any:
             connection_class=pool.connection_class, **kwargs
         )
     )
+
+
+def _retrieved(task: asyncio.Task[Any]) -> None:
+    """Retrieve a detached command's outcome: nobody awaits a fire-and-forget unlock.
+
+    Its failure is Redis's (the lock lapses at its TTL); asyncio would
+    otherwise log "Task exception was never retrieved" for it.
+    """
+    if not task.cancelled() and task.exception() is not None:
+        logger.debug("redis %s failed: %r", task.get_name(), task.exception())

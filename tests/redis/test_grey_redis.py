@@ -316,3 +316,33 @@ def test_an_entry_with_a_payload_that_is_not_one_json_value_is_refused(payload: 
     data = b"bp1 1.0 2.0 3.0 4.0\n" + payload
     with pytest.raises((ValueError, RecursionError)):
         Entry.loads(data)
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # the loop's exception handler is asyncio's
+async def test_a_detached_command_that_fails_leaves_no_unretrieved_exception() -> None:
+    """An unlock nobody awaits that fails (Redis went away) is retrieved, not left to asyncio's
+    "Task exception was never retrieved" when the task is collected."""
+    import asyncio
+    import gc
+
+    from batchpage._redis import _retrieved
+
+    loop = asyncio.get_running_loop()
+    reported: list[dict[str, object]] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _, context: reported.append(context))
+    try:
+
+        async def unlock() -> None:
+            raise ConnectionError("Connection closed by server.")
+
+        task = loop.create_task(unlock())
+        task.add_done_callback(_retrieved)
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert task.done()
+        del task
+        gc.collect()
+    finally:
+        loop.set_exception_handler(previous)
+    assert reported == []
