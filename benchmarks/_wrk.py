@@ -53,7 +53,7 @@ def wrk(port: int, target: str, *, seconds: float, connections: int, threads: in
             binary,
             f"-t{threads}",
             f"-c{connections}",
-            f"-d{seconds:g}s",
+            f"-d{max(1, round(seconds))}s",  # wrk takes whole seconds
             "--timeout",
             "10s",
             "--latency",

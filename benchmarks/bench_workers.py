@@ -62,7 +62,7 @@ CPU_ROW = "workers: load generator's CPU share, {workers} worker(s)"
 
 async def run(quick: bool) -> list[Row]:
     requests, clients, rounds = (3000, 8, 3) if quick else (8000, 8, 5)
-    seconds = 1.5 if quick else 3.0  # a round's length under wrk (requests: without it)
+    seconds = 2.0 if quick else 3.0  # a round's length under wrk (requests: without it)
     rows: list[Row] = []
     with anyio.fail_after(TIME_LIMIT):
         async with seeded_mongo() as mongo:
