@@ -21,6 +21,7 @@ within its budget of bytes.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -28,7 +29,6 @@ import attrs
 import httpx
 import pytest
 from anyio.from_thread import BlockingPortal, start_blocking_portal
-from django.conf import settings as django_settings  # type: ignore[import-untyped]
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
@@ -54,8 +54,10 @@ from batchpage.contrib.http import PageEndpoint, PageRequest, Param, Reply, inte
 from batchpage.extend import Observer
 from helpers import FakeClock
 
-if not django_settings.configured:  # the Django adapter needs settings; no database, no app
-    django_settings.configure(ALLOWED_HOSTS=["*"], SECRET_KEY="render-cache-tests", DEBUG=False)
+# The Django adapter needs settings. A process holds one Django configuration,
+# and the example app's tests (tests/examples) need the example's: use them
+# here too (they read the environment only; no database, no app).
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "examples.django_app.settings")
 from django.test import RequestFactory  # type: ignore[import-untyped]
 
 from batchpage.contrib import django as django_adapter
