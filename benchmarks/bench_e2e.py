@@ -21,20 +21,10 @@ import urllib.request
 from typing import Final
 
 import anyio
-from examples.homepage.sources import LEGACY_ENDPOINTS
 
 from ._common import Row, at_least, info
 from ._servers import HOST, ROOT, app_environment, app_servers
-from .bench_http import (
-    SEED_NOW,
-    WARM_LIMIT,
-    HTTPError,
-    cache_statuses,
-    connections,
-    fresh_limits,
-    seeded_mongo,
-    timed_get,
-)
+from .bench_http import SEED_NOW, HTTPError, legacy_and_batch_times, seeded_mongo
 
 # The fault proxy is the tests' own (tests/ is not a package: its modules import each other).
 sys.path.insert(0, str(ROOT / "tests"))
@@ -68,8 +58,6 @@ def set_fault(url: str, section: str, fault: str) -> None:
 
 async def run(quick: bool) -> list[Row]:
     pairs = 3 if quick else 7
-    legacy_times: list[float] = []
-    batch_times: list[float] = []
     with anyio.fail_after(TIME_LIMIT):
         async with seeded_mongo() as mongo:
             env = app_environment(
@@ -86,30 +74,10 @@ async def run(quick: bool) -> list[Row]:
                 for name, ms in SEED_QUERIES.items():
                     set_fault(servers["homepage"].url, name, f"delay:{ms}ms")
                 proxy.latency(ONE_WAY)
-                limits = fresh_limits({WARM_LIMIT})
-                async with connections(proxy.port, 1) as (conn,):
-
-                    async def legacy(limit: int) -> float:
-                        total = 0.0
-                        for path in LEGACY_ENDPOINTS.values():
-                            sep = "&" if "?" in path else "?"
-                            elapsed, _ = await timed_get(conn, f"{path}{sep}limit={limit}")
-                            total += elapsed
-                        return total
-
-                    async def batch(limit: int) -> float:
-                        elapsed, body = await timed_get(conn, f"/homepage?limit={limit}")
-                        # BYPASS: the fault switch keeps faulted sections out of the cache.
-                        if not set(cache_statuses(body).values()) <= {"MISS", "BYPASS"}:
-                            raise HTTPError(f"the page was not cold: {cache_statuses(body)}")
-                        return elapsed
-
-                    await legacy(WARM_LIMIT)  # unmeasured: connections and code paths warm
-                    for i in range(pairs):
-                        limit = next(limits)
-                        steps = [(legacy, legacy_times), (batch, batch_times)]
-                        for call, times in steps if i % 2 == 0 else reversed(steps):
-                            times.append(await call(limit))
+                # BYPASS: the fault switch keeps faulted sections out of the cache.
+                legacy_times, batch_times = await legacy_and_batch_times(
+                    proxy.port, pairs=pairs, cold=frozenset({"MISS", "BYPASS"})
+                )
                 if proxy.errors:
                     raise HTTPError(f"the latency proxy failed: {proxy.errors!r}")
     legacy_ms = statistics.median(legacy_times) * 1000
