@@ -49,7 +49,6 @@ import attrs
 from batchpage import (
     Aggregator,
     BreakerState,
-    CacheStatus,
     LayeredCache,
     MemoryCache,
     PageResult,
@@ -75,8 +74,6 @@ __all__ = ["PrometheusObserver"]
 
 #: Seconds: a warm page is microseconds, a cold one up to its deadline.
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
-#: Pages answered from memory whose tallies are kept at hand, at most (then forgotten).
-_MAX_WARM_TALLIES = 1024
 _BOUNDS = (*(repr(b) for b in BUCKETS), "+Inf")
 
 #: A histogram's tally: ``[count, sum, *per-bucket counts]``, the last bucket above BUCKETS.
@@ -111,8 +108,6 @@ class PrometheusObserver(Observer):
         self._sections: dict[tuple[str, str, str, str, str], Tally] = {}
         self._refreshes: dict[tuple[str, str, str], int] = {}
         self._abandoned: dict[str, int] = {}
-        #: (page, section names) -> the HIT tallies of a page answered from memory.
-        self._warm_tallies: dict[tuple[str, tuple[str, ...]], list[Tally]] = {}
         self._aggregators: list[Aggregator] = []
         self.registry.register(_Tallies(self))
         self.registry.register(_Gauges(self))
@@ -136,29 +131,10 @@ class PrometheusObserver(Observer):
 
     def page_from_memory(self, page: str, ctx: RequestContext, result: PageResult) -> None:
         """The tallies of :meth:`section_finished` for each section and :meth:`page_finished`,
-        under one hold of the lock.
-
-        Every section of such a page is a HIT with no error, read in the same
-        time: the page's tallies of its sections are looked up once per set
-        of section names, then added to directly.
-        """
-        results = result.results
-        names = tuple(results)
-        seconds = next(iter(results.values())).elapsed_ms / 1000 if names else 0.0
-        bucket = 2 + bisect_left(BUCKETS, seconds)
+        under one hold of the lock."""
         with self._lock:
-            tallies = self._warm_tallies.get((page, names))
-            if tallies is None:
-                if len(self._warm_tallies) >= _MAX_WARM_TALLIES:
-                    self._warm_tallies.clear()
-                tallies = self._warm_tallies[(page, names)] = [
-                    self._sections.setdefault((page, name, CacheStatus.HIT, "", "ok"), _tally())
-                    for name in names
-                ]
-            for tally in tallies:
-                tally[0] += 1
-                tally[1] += seconds
-                tally[bucket] += 1
+            for section in result.results.values():
+                self._section(page, section)
             self._page(page, result)
 
     def _page(self, page: str, result: PageResult) -> None:
